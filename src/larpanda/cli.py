@@ -1,0 +1,71 @@
+"""The ``larpanda`` command line: one sub-command per job (design.md §3).
+
+Each sub-command lives in ``larpanda/commands/<name>.py`` with ``add_parser(subparsers)`` (which sets
+``func``). Command modules import heavy libraries only inside their ``run`` function, so ``--help`` is fast.
+User mistakes and bad data raise `larpanda.errors.UserError` / `DataError` and are printed here as one line
+``larpanda: error: ...`` with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = (
+    "simulate",
+    "info",
+    "pretrain",
+    "train",
+    "evaluate",
+    "predict",
+    "embed",
+    "bench",
+    "convert",
+    "study",
+    "demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="larpanda",
+        description="Panda, a foundation model for LArTPC data, in pure PyTorch.",
+    )
+    parser.add_argument("--version", action="version", version=f"larpanda {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"larpanda.commands.{name}").add_parser(sub)
+    return parser
+
+
+def error_exit(message: str, code: int = 2) -> None:
+    first_line = " ".join(str(message).split("\n")).strip()
+    print(f"larpanda: error: {first_line}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main(argv=None) -> int:
+    from .errors import UserError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except UserError as exc:
+        error_exit(str(exc))
+    except FileNotFoundError as exc:
+        error_exit(f"{exc.filename}: no such file" if exc.filename else str(exc))
+    except KeyboardInterrupt:
+        print("larpanda: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+"""`larpanda demo` (placeholder until implemented)."""
+
+
+def add_parser(sub):
+    p = sub.add_parser("demo", help="(not implemented yet)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args):
+    from ..errors import UserError
+
+    raise UserError("'demo' is not implemented yet")

@@ -1,0 +1,13 @@
+"""`larpanda evaluate` (placeholder until implemented)."""
+
+
+def add_parser(sub):
+    p = sub.add_parser("evaluate", help="(not implemented yet)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args):
+    from ..errors import UserError
+
+    raise UserError("'evaluate' is not implemented yet")

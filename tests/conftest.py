@@ -1,0 +1,24 @@
+"""Shared test fixtures: paths to the shipped reference files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# The reference fixtures ship in tests/fixtures (copied from the project's shared/fixtures).
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads():
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("LARPANDA_TEST_THREADS", "2")))
