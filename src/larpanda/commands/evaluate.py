@@ -1,8 +1,22 @@
-"""`larpanda evaluate` (placeholder until implemented)."""
+"""`larpanda evaluate`: metrics of trained weights on labelled data, as JSON (spec-data §6)."""
 
 
 def add_parser(sub):
-    p = sub.add_parser("evaluate", help="(not implemented yet)")
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics of trained weights on labelled events (JSON)",
+        description="Evaluate semantic (mIoU, macro-F1, ... spec-data §6.1) or panoptic weights on labelled HDF5 data.",
+    )
+    p.add_argument("--weights", required=True, help="trained task weights (dir with model.safetensors + config.json, or a run dir)")
+    p.add_argument("--data", nargs="+", required=True, help="HDF5 files or directories with labels")
+    p.add_argument("--task", choices=("semantic", "panoptic"), default=None, help="task (default: read from the weights' config)")
+    p.add_argument("--out", default=None, help="write the metrics JSON here (also printed)")
+    p.add_argument("--report", default=None, help="also write an HTML report into this directory")
+    p.add_argument("--max-events", type=int, default=None, help="evaluate at most this many events")
+    p.add_argument("--exclude-led", action="store_true", help="semantic: drop LED (class 4) from the class means")
+    p.add_argument("--batch-size", type=int, default=4, help="events per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
 
@@ -10,4 +24,21 @@ def add_parser(sub):
 def run(args):
     from ..errors import UserError
 
-    raise UserError("'evaluate' is not implemented yet")
+    task = args.task
+    if task is None:
+        from ..tasks.semantic import weights_task
+
+        task = weights_task(args.weights)
+    if task == "semantic":
+        from ..tasks import semantic
+
+        semantic.run_evaluate(args)
+        return 0
+    if task == "panoptic":
+        try:
+            from ..tasks import panoptic
+        except ImportError as exc:
+            raise UserError(f"panoptic evaluation is not available: {exc}") from None
+        panoptic.run_evaluate(args)
+        return 0
+    raise UserError(f"{args.weights}: task {task!r} cannot be evaluated (expected semantic or panoptic weights)")

@@ -1,13 +1,26 @@
-"""`larpanda predict` (placeholder until implemented)."""
+"""`larpanda predict`: per-point predictions aligned with the input events (HDF5, design.md §4)."""
 
 
 def add_parser(sub):
-    p = sub.add_parser("predict", help="(not implemented yet)")
+    p = sub.add_parser(
+        "predict",
+        help="per-point predictions of trained weights, written as HDF5 aligned with the input events",
+        description="Run trained semantic or panoptic weights on IN.h5 and write OUT.h5: one vlen dataset per "
+        "output, row i = input event i, raw point order (rows removed by the energy cut get -1), plus "
+        "event_index and the source_file attribute.",
+    )
+    p.add_argument("--weights", required=True, help="trained task weights (dir, .safetensors or Panda .pth)")
+    p.add_argument("--data", required=True, help="input PILArNet-M HDF5 file")
+    p.add_argument("--out", required=True, help="output HDF5 file")
+    p.add_argument("--max-events", type=int, default=None, help="predict at most this many events")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
 
 
 def run(args):
-    from ..errors import UserError
+    from ..tasks.semantic import run_predict
 
-    raise UserError("'predict' is not implemented yet")
+    run_predict(args)
+    return 0
