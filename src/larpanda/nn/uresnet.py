@@ -1,0 +1,254 @@
+"""Sparse UResNet (the SPINE / DUNE-SBN supervised baseline, issue 11) in pure PyTorch.
+
+Sparse tensors are (features (N, C), voxel keys (N, 4) int64 = [batch, x, y, z]). Convolutions use
+gather-matmul-scatter over kernel maps (pairs of input row → output row per kernel offset), the same
+scheme as the backbone's submanifold CPE (spec-model §7 item 1): no spconv, no MinkowskiEngine.
+
+* ``SubMConv3d`` kernel 3: output sites = input sites; out[i] = Σ_d W[d]·in[j] where key(j) = key(i) + d
+  (cross-correlation, offsets d ∈ {−1,0,1}³ in ``itertools.product`` order).
+* ``DownConv3d`` kernel 2 stride 2: output sites = unique(x // 2); out[o] = Σ_{i: x_i//2 = o} W[x_i mod 2]·in[i].
+  Equals dense ``conv3d(kernel_size=2, stride=2)`` at the occupied coarse sites.
+* ``UpConv3d`` (transposed) kernel 2 stride 2: output sites = the fine sites the coarse level came from;
+  out[i] = W[x_i mod 2]·in[parent(i)]. Equals dense ``conv_transpose3d(kernel_size=2, stride=2)`` there.
+
+Weights are stored as (K, C_in, C_out), K = 27 or 8, kernel index k = kx·9+ky·3+kz (k3) or kx·4+ky·2+kz (k2).
+
+Architecture (issue 11 / SPINE ``UResNet``): input SubMConv k3 → ``depth`` levels with ``filters·(l+1)``
+channels, ``reps`` residual blocks each (conv3→BN→LeakyReLU(0.33)→conv3→BN, identity or 1×1 skip, + add,
+LeakyReLU), BN→LeakyReLU→stride-2 conv down; decoder BN→LeakyReLU→transposed conv up, concatenation with
+the encoder skip, ``reps`` residual blocks; BN→LeakyReLU→Linear → ``num_classes``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn as nn
+
+AXIS_BITS = 16  # grid coordinates must be < 2**16 per axis; batch < 2**15
+LEAKY = 0.33
+OFFSETS3 = torch.tensor(list(itertools.product((-1, 0, 1), repeat=3)), dtype=torch.long)  # (27, 3)
+
+
+def encode_keys(coords: torch.Tensor) -> torch.Tensor:
+    """(N, 4) int64 [batch, x, y, z], coordinates ≥ 0 → (N,) int64 unique key per site."""
+    c = coords.long()
+    return (((c[:, 0] << AXIS_BITS | c[:, 1]) << AXIS_BITS | c[:, 2]) << AXIS_BITS) | c[:, 3]
+
+
+def lookup(table_keys_sorted: torch.Tensor, table_rows: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Row of each query key in the table, −1 where absent. The table is given sorted by key."""
+    if table_keys_sorted.numel() == 0:
+        return torch.full_like(query, -1)
+    pos = torch.searchsorted(table_keys_sorted, query).clamp_(max=table_keys_sorted.numel() - 1)
+    hit = table_keys_sorted[pos] == query
+    return torch.where(hit, table_rows[pos], torch.full_like(pos, -1))
+
+
+class SparseLevel:
+    """The sites of one resolution level plus cached kernel maps.
+
+    Attributes: ``coords`` (N, 4) int64 [batch, x, y, z]; after `coarsen`, ``parent`` (N_fine,) row of each
+    fine site in the coarse level and ``child_offset`` (N_fine,) its kernel-2 offset index 0..7.
+    """
+
+    def __init__(self, coords: torch.Tensor):
+        if coords.numel() and (coords[:, 1:].min() < 0 or coords[:, 1:].max() >= 2**AXIS_BITS - 1):
+            raise ValueError(f"sparse coordinates must lie in 0..{2**AXIS_BITS - 2}")
+        self.coords = coords.long()
+        self._submap = None
+
+    def __len__(self) -> int:
+        return int(self.coords.shape[0])
+
+    def submanifold_map(self) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """[(k, in_rows, out_rows)] for the 27 offsets of a kernel-3 submanifold conv (cached)."""
+        if self._submap is None:
+            keys = encode_keys(self.coords)
+            order = torch.argsort(keys)
+            skeys = keys[order]
+            pairs = []
+            offs = OFFSETS3.to(self.coords.device)
+            for k in range(27):
+                d = offs[k]
+                if k == 13:  # centre: identity map
+                    rows = torch.arange(len(self), device=self.coords.device)
+                    pairs.append((k, rows, rows))
+                    continue
+                q = self.coords.clone()
+                q[:, 1:] += d
+                valid = (q[:, 1:] >= 0).all(1)
+                nbr = torch.full((len(self),), -1, dtype=torch.long, device=self.coords.device)
+                nbr[valid] = lookup(skeys, order, encode_keys(q[valid]))
+                out_rows = torch.nonzero(nbr >= 0).squeeze(1)
+                if out_rows.numel():
+                    pairs.append((k, nbr[out_rows], out_rows))
+            self._submap = pairs
+        return self._submap
+
+    def coarsen(self) -> "SparseLevel":
+        """The stride-2 coarse level: sites unique(x // 2) sorted by (batch, x, y, z); sets parent maps."""
+        half = self.coords.clone()
+        half[:, 1:] = torch.div(half[:, 1:], 2, rounding_mode="floor")
+        keys = encode_keys(half)
+        ukeys, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+        coarse = torch.zeros((ukeys.numel(), 4), dtype=torch.long, device=self.coords.device)
+        coarse[inverse] = half
+        rem = self.coords[:, 1:] - 2 * half[:, 1:]
+        self.parent = inverse
+        self.child_offset = rem[:, 0] * 4 + rem[:, 1] * 2 + rem[:, 2]
+        return SparseLevel(coarse)
+
+
+def _kaiming(weight: torch.Tensor, fan_in: int) -> None:
+    nn.init.uniform_(weight, -1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in))
+
+
+class SubMConv3d(nn.Module):
+    """Kernel-3 submanifold sparse convolution. weight (27, C_in, C_out)."""
+
+    def __init__(self, c_in: int, c_out: int, bias: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(27, c_in, c_out))
+        self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
+        _kaiming(self.weight, 27 * c_in)
+
+    def forward(self, feat: torch.Tensor, level: SparseLevel) -> torch.Tensor:
+        out = feat.new_zeros((feat.shape[0], self.weight.shape[2]))
+        for k, rows_in, rows_out in level.submanifold_map():
+            out = out.index_add(0, rows_out, feat[rows_in] @ self.weight[k])
+        return out if self.bias is None else out + self.bias
+
+
+class DownConv3d(nn.Module):
+    """Kernel-2 stride-2 sparse convolution fine → coarse. weight (8, C_in, C_out)."""
+
+    def __init__(self, c_in: int, c_out: int, bias: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(8, c_in, c_out))
+        self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
+        _kaiming(self.weight, 8 * c_in)
+
+    def forward(self, feat: torch.Tensor, fine: SparseLevel, coarse: SparseLevel) -> torch.Tensor:
+        out = feat.new_zeros((len(coarse), self.weight.shape[2]))
+        for k in range(8):
+            rows = torch.nonzero(fine.child_offset == k).squeeze(1)
+            if rows.numel():
+                out = out.index_add(0, fine.parent[rows], feat[rows] @ self.weight[k])
+        return out if self.bias is None else out + self.bias
+
+
+class UpConv3d(nn.Module):
+    """Kernel-2 stride-2 transposed sparse convolution coarse → the fine sites. weight (8, C_in, C_out)."""
+
+    def __init__(self, c_in: int, c_out: int, bias: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(8, c_in, c_out))
+        self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
+        _kaiming(self.weight, c_in)
+
+    def forward(self, feat: torch.Tensor, fine: SparseLevel) -> torch.Tensor:
+        out = feat.new_zeros((len(fine), self.weight.shape[2]))
+        for k in range(8):
+            rows = torch.nonzero(fine.child_offset == k).squeeze(1)
+            if rows.numel():
+                out = out.index_copy(0, rows, feat[fine.parent[rows]] @ self.weight[k])
+        return out if self.bias is None else out + self.bias
+
+
+class ResidualBlock(nn.Module):
+    """conv3 → BN → LeakyReLU → conv3 → BN, plus identity or 1×1 skip, then LeakyReLU (SPINE ResNetBlock)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv1 = SubMConv3d(c_in, c_out)
+        self.bn1 = nn.BatchNorm1d(c_out)
+        self.conv2 = SubMConv3d(c_out, c_out)
+        self.bn2 = nn.BatchNorm1d(c_out)
+        self.skip = nn.Identity() if c_in == c_out else nn.Linear(c_in, c_out, bias=False)
+        self.act = nn.LeakyReLU(LEAKY)
+
+    def forward(self, feat: torch.Tensor, level: SparseLevel) -> torch.Tensor:
+        h = self.act(self.bn1(self.conv1(feat, level)))
+        h = self.bn2(self.conv2(h, level))
+        return self.act(h + self.skip(feat))
+
+
+class UResNet(nn.Module):
+    """Sparse UResNet semantic segmenter.
+
+    Args:
+        in_channels: 1 (log energy) or 4 (normalized xyz + log energy).
+        num_classes: 5 motif classes.
+        depth: number of resolution levels (default 5, i.e. 4 down-samplings).
+        filters: channels of level 0; level l has filters·(l+1) (32…160 by default).
+        reps: residual blocks per level, in the encoder and in the decoder.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 5, depth: int = 5, filters: int = 32, reps: int = 2):
+        super().__init__()
+        self.in_channels, self.num_classes, self.depth, self.filters, self.reps = in_channels, num_classes, depth, filters, reps
+        planes = [filters * (l + 1) for l in range(depth)]
+        self.planes = planes
+        act = lambda: nn.LeakyReLU(LEAKY)  # noqa: E731
+        self.input_conv = SubMConv3d(in_channels, planes[0])
+        self.enc_blocks = nn.ModuleList(
+            nn.ModuleList(ResidualBlock(planes[l], planes[l]) for _ in range(reps)) for l in range(depth))
+        self.down_norm = nn.ModuleList(nn.Sequential(nn.BatchNorm1d(planes[l]), act()) for l in range(depth - 1))
+        self.down = nn.ModuleList(DownConv3d(planes[l], planes[l + 1]) for l in range(depth - 1))
+        self.up_norm = nn.ModuleList(nn.Sequential(nn.BatchNorm1d(planes[l + 1]), act()) for l in range(depth - 1))
+        self.up = nn.ModuleList(UpConv3d(planes[l + 1], planes[l]) for l in range(depth - 1))
+        self.dec_blocks = nn.ModuleList(
+            nn.ModuleList(ResidualBlock(2 * planes[l] if r == 0 else planes[l], planes[l]) for r in range(reps))
+            for l in range(depth - 1))
+        self.out_norm = nn.Sequential(nn.BatchNorm1d(planes[0]), act())
+        self.classifier = nn.Linear(planes[0], num_classes)
+
+    def features(self, feat: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """feat (N, in_channels) float, coords (N, 4) int64 [batch, x, y, z] → (N, filters) decoder features."""
+        levels = [SparseLevel(coords)]
+        for _ in range(self.depth - 1):
+            levels.append(levels[-1].coarsen())
+        x = self.input_conv(feat, levels[0])
+        skips = []
+        for l in range(self.depth):
+            for block in self.enc_blocks[l]:
+                x = block(x, levels[l])
+            if l < self.depth - 1:
+                skips.append(x)
+                x = self.down[l](self.down_norm[l](x), levels[l], levels[l + 1])
+        for l in range(self.depth - 2, -1, -1):
+            x = self.up[l](self.up_norm[l](x), levels[l])
+            x = torch.cat([skips[l], x], dim=1)
+            for block in self.dec_blocks[l]:
+                x = block(x, levels[l])
+        return self.out_norm(x)
+
+    def forward(self, feat: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """Logits (N, num_classes)."""
+        return self.classifier(self.features(feat, coords))
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+PRESETS = {
+    # SPINE default: depth 5, filters 32, reps 2
+    "uresnet-base": dict(depth=5, filters=32, reps=2),
+    "uresnet-small": dict(depth=4, filters=16, reps=1),
+    "uresnet-tiny": dict(depth=3, filters=8, reps=1),
+}
+
+
+def build_uresnet(preset: str = "uresnet-base", **overrides) -> UResNet:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown UResNet preset {preset!r} (choose from {', '.join(PRESETS)})")
+    return UResNet(**{**PRESETS[preset], **overrides})
+
+
+def batch_coords(grid_coord: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+    """(N, 3) grid coords + (N,) batch ids → (N, 4) int64 [batch, x, y, z]."""
+    return torch.cat([batch.long().unsqueeze(1), grid_coord.long()], dim=1)
