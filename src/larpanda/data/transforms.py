@@ -1,0 +1,222 @@
+"""Per-event transforms of the reference Panda pipeline (spec-model §1.2, §6; reference-cpu.md).
+
+Eval chain (``panda/data.py default_transform``), reproduced bit for bit on the fixture event:
+
+1. energy cut ``E > 0.13`` MeV (strict; spec-data §1.9 item 6), done first;
+2. `normalize_coord`: ``(xyz − 384) / (768·√3/2)`` in float32;
+3. `log_transform`: ``2·(log10(E+0.01) − log10 0.01)/(log10 20.01 − log10 0.01) − 1`` in float32;
+4. `grid_sample` (0.001): ``g = floor(coord/0.001) − min(...)`` per event, rows reordered by ``np.argsort``
+   of the Pointcept FNV hash of ``g``; one point per occupied cell.
+
+Augmentations (training) act AFTER GridSample on ``coord`` (and energy), never on ``grid_coord``
+(spec-model §7 item 11). Each takes an explicit ``np.random.Generator`` so runs are reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .event import Event, renumber_ids
+
+CENTER = 384.0
+SCALE = 768 * math.sqrt(3) / 2  # 665.1075..., spec-model §1.2
+GRID_SIZE = 0.001
+LOG_MIN, LOG_MAX = 0.01, 20.0
+ENERGY_THRESHOLD = 0.13  # MeV, strict cut (spec-data §1.9)
+
+_F32 = np.float32
+_LOG_LO = _F32(np.log10(LOG_MIN))
+_LOG_HI = _F32(np.log10(LOG_MAX + LOG_MIN))
+_FNV_OFFSET = np.uint64(14695981039346656037)
+_FNV_PRIME = np.uint64(1099511628211)
+
+
+def normalize_coord(xyz: np.ndarray) -> np.ndarray:
+    """(N, 3) raw voxel coordinates → float32 ``(xyz − 384) / 665.1075`` (float32 arithmetic, as the
+    reference's float32 arrays under numpy 1.26)."""
+    xyz = np.asarray(xyz, dtype=_F32)
+    return (xyz - _F32(CENTER)) / _F32(SCALE)
+
+
+def log_transform(energy: np.ndarray, min_val: float = LOG_MIN, max_val: float = LOG_MAX) -> np.ndarray:
+    """MeV → [−1, 1] (values above ``max_val`` are not clipped), float32 (spec-model §1.2)."""
+    e = np.asarray(energy, dtype=_F32)
+    lo = _F32(np.log10(min_val))
+    hi = _F32(np.log10(max_val + min_val))
+    return _F32(2) * ((np.log10(e + _F32(min_val)) - lo) / (hi - lo)) - _F32(1)
+
+
+def fnv_hash_vec(arr: np.ndarray) -> np.ndarray:
+    """Pointcept's ``GridSample.fnv_hash_vec`` (named FNV64-1A there; multiply then xor) on (N, D) ints."""
+    arr = np.asarray(arr).astype(np.uint64, copy=False)
+    h = np.full(arr.shape[0], _FNV_OFFSET, dtype=np.uint64)
+    for j in range(arr.shape[1]):
+        h *= _FNV_PRIME
+        h ^= arr[:, j]
+    return h
+
+
+def grid_sample(coord: np.ndarray, grid_size: float = GRID_SIZE, rng: np.random.Generator | None = None):
+    """GridSample(mode "train", hash "fnv", return_grid_coord) of one event.
+
+    Args:
+        coord: (N, 3) float32 normalized coordinates.
+        rng: picks the kept point among duplicates in a cell; None keeps the first in argsort order.
+    Returns:
+        order: (K,) int64 rows of ``coord`` kept, in the reference's row order (argsort of the hash);
+        grid_coord: (K, 3) int64 ``floor(coord/grid_size) − per-event min``.
+    """
+    n = coord.shape[0]
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 3), np.int64)
+    g = np.floor(coord / np.asarray(grid_size, dtype=coord.dtype)).astype(np.int64)
+    g -= g.min(0)
+    key = fnv_hash_vec(g)
+    order = np.argsort(key)
+    ks = key[order]
+    new = np.empty(n, bool)
+    new[0] = True
+    np.not_equal(ks[1:], ks[:-1], out=new[1:])
+    if not new.all():  # duplicates in a cell: keep one per cell (reference: a random one)
+        start = np.flatnonzero(new)
+        if rng is not None:
+            count = np.diff(np.append(start, n))
+            start = start + rng.integers(0, count.max(), count.size) % count
+        order = order[start]
+    return order, g[order]
+
+
+# ------------------------------------------------------------------------------------- augmentations
+
+
+def center_shift(coord, axes=(0, 1, 2)):
+    """Subtract the bounding-box center on the given axes (CenterShift)."""
+    coord = coord.copy()
+    for a in axes:
+        coord[:, a] -= (coord[:, a].min() + coord[:, a].max()) / 2
+    return coord
+
+
+def random_rotate(coord, rng, axis="z", angle=(-1.0, 1.0), p=0.8, center=(0.0, 0.0, 0.0)):
+    """RandomRotate about ``axis`` by U(angle)·π with probability p, around ``center``."""
+    if rng.random() >= p:
+        return coord
+    t = rng.uniform(angle[0], angle[1]) * np.pi
+    c, s = np.cos(t), np.sin(t)
+    if axis == "x":
+        m = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    elif axis == "y":
+        m = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    else:
+        m = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    ctr = np.asarray(center, coord.dtype)
+    return ((coord - ctr) @ m.T.astype(coord.dtype) + ctr).astype(coord.dtype)
+
+
+def random_flip(coord, rng, axes=(0, 1), p=0.5):
+    """Independent sign flips per axis, each with probability p."""
+    coord = coord.copy()
+    for a in axes:
+        if rng.random() < p:
+            coord[:, a] = -coord[:, a]
+    return coord
+
+
+def random_scale(coord, rng, scale=(0.9, 1.1), anisotropic=False):
+    s = rng.uniform(scale[0], scale[1], 3 if anisotropic else 1)
+    return (coord * s.astype(coord.dtype)).astype(coord.dtype)
+
+
+def random_jitter(coord, rng, sigma=0.00025, clip=0.001):
+    """Additive clipped Gaussian (RandomJitter; pretrain σ = grid/4)."""
+    noise = np.clip(sigma * rng.standard_normal(coord.shape), -clip, clip)
+    return (coord + noise).astype(coord.dtype)
+
+
+def multiplicative_jitter(x, rng, sigma=0.05, clip=0.05, p=0.8):
+    """x·(1 + clip(N(0, σ²), ±clip)) with probability p (MultiplicativeRandomJitter, on log energy)."""
+    if rng.random() >= p:
+        return x
+    noise = np.clip(sigma * rng.standard_normal(x.shape), -clip, clip)
+    return (x * (1 + noise)).astype(x.dtype)
+
+
+# Reference augmentation sets (spec-model §6). Keys are applied in the order of AUGMENT_ORDER.
+AUGMENT_DOWNSTREAM = {"rotate": {"axes": ("z", "x", "y"), "p": 0.8}, "flip": {"axes": (0, 1), "p": 0.5}}
+AUGMENT_PRETRAIN = {
+    "energy_jitter": {"sigma": 0.05, "clip": 0.05, "p": 0.8},
+    "center_shift": {"axes": (0, 1, 2)},
+    "rotate": {"axes": ("z", "x", "y"), "p": 0.8},
+    "flip": {"axes": (0, 1, 2), "p": 0.5},
+    "jitter": {"sigma": 0.00025, "clip": 0.001},
+}
+AUGMENT_ORDER = ("energy_jitter", "center_shift", "rotate", "flip", "scale", "jitter")
+
+
+def augment_coord_energy(coord, energy, augment: dict, rng: np.random.Generator):
+    """Apply the augmentations named in ``augment`` (dict name → kwargs) in AUGMENT_ORDER."""
+    unknown = set(augment) - set(AUGMENT_ORDER)
+    if unknown:
+        raise ValueError(f"unknown augmentation(s) {sorted(unknown)}; known: {AUGMENT_ORDER}")
+    for name in AUGMENT_ORDER:
+        if name not in augment or augment[name] is None or augment[name] is False:
+            continue
+        kw = dict(augment[name]) if isinstance(augment[name], dict) else {}
+        if name == "energy_jitter":
+            energy = multiplicative_jitter(energy, rng, **kw)
+        elif name == "center_shift":
+            coord = center_shift(coord, **kw)
+        elif name == "rotate":
+            axes = kw.pop("axes", ("z", "x", "y"))
+            for ax in axes:
+                coord = random_rotate(coord, rng, axis=ax, **kw)
+        elif name == "flip":
+            coord = random_flip(coord, rng, **kw)
+        elif name == "scale":
+            coord = random_scale(coord, rng, **kw)
+        elif name == "jitter":
+            coord = random_jitter(coord, rng, **kw)
+    return coord, energy
+
+
+# ------------------------------------------------------------------------------------- prepare
+
+
+def prepare(event: Event, energy_threshold: float = ENERGY_THRESHOLD, augment: dict | None = None, rng=None) -> dict:
+    """One event → model inputs (numpy), rows in GridSample order.
+
+    Returns a dict with ``coord`` (N,3) f32 normalized (augmented if ``augment``), ``grid_coord`` (N,3)
+    int64 (never augmented), ``energy`` (N,1) f32 log-scaled, ``feat`` (N,4) = [coord, energy],
+    ``index`` (N,) int64 row of each point in the raw event (``pred_event[index] = pred_rows``),
+    ``segment_motif``, ``segment_pid`` (0..5), ``instance_particle``, ``instance_interaction`` (N,)
+    int64 (renumbered 0..K−1 among the points that survive the cut, −1 LED), ``offset`` = [N].
+    """
+    if augment and rng is None:
+        raise ValueError("prepare: augment needs an explicit rng (np.random.Generator)")
+    p = event.point
+    keep = np.flatnonzero(p[:, 3] > _F32(energy_threshold)) if energy_threshold is not None else np.arange(len(p))
+    coord = normalize_coord(p[keep, :3])
+    order, grid_coord = grid_sample(coord, GRID_SIZE, rng if augment else None)
+    index = keep[order]
+    coord = coord[order]
+    energy = log_transform(p[index, 3])[:, None]
+    if augment:
+        coord, energy = augment_coord_energy(coord, energy, augment, rng)
+    cl = event.cluster
+    row = np.repeat(np.arange(len(cl)), cl[:, 0])[index]
+    pid = cl[row, 5].astype(np.int64)
+    pid[pid < 0] = 5
+    return {
+        "coord": coord,
+        "grid_coord": grid_coord,
+        "energy": energy,
+        "feat": np.concatenate([coord, energy], axis=1),
+        "index": index.astype(np.int64),
+        "segment_motif": cl[row, 4].astype(np.int64),
+        "segment_pid": pid,
+        "instance_particle": renumber_ids(cl[row, 2]),
+        "instance_interaction": renumber_ids(cl[row, 3]),
+        "offset": np.array([len(index)], np.int64),
+    }
