@@ -204,7 +204,8 @@ class UResNet(nn.Module):
             nn.ModuleList(ResidualBlock(2 * planes[l] if r == 0 else planes[l], planes[l]) for r in range(reps))
             for l in range(depth - 1))
         self.out_norm = nn.Sequential(nn.BatchNorm1d(planes[0]), act())
-        self.classifier = nn.Linear(planes[0], num_classes)
+        # num_classes=0: no classifier, `forward` returns the (N, filters) features (the semantic task adds seg_head)
+        self.classifier = nn.Linear(planes[0], num_classes) if num_classes > 0 else None
 
     def features(self, feat: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         """feat (N, in_channels) float, coords (N, 4) int64 [batch, x, y, z] → (N, filters) decoder features."""
@@ -227,8 +228,9 @@ class UResNet(nn.Module):
         return self.out_norm(x)
 
     def forward(self, feat: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        """Logits (N, num_classes)."""
-        return self.classifier(self.features(feat, coords))
+        """Logits (N, num_classes), or features (N, filters) when built with num_classes=0."""
+        x = self.features(feat, coords)
+        return x if self.classifier is None else self.classifier(x)
 
 
 def num_parameters(model: nn.Module) -> int:

@@ -95,3 +95,51 @@ def labelled_dataset(dataset, fraction: float, seed: int):
 
     idx = label_subset(len(dataset), fraction, seed)
     return Subset(dataset, idx.tolist())
+
+
+# ------------------------------------------------------------------------------ runs and evaluation
+
+
+def make_dataset(paths, cfg_data: dict, train: bool, seed: int = 0, max_events=None):
+    """`PILArNetDataset` over ``paths`` with the task config's ``data:`` section.
+
+    Keys: ``energy_threshold`` (eval cut, 0.13), ``train_energy_threshold`` (defaults to the eval cut),
+    ``min_points`` (raw points, 1024 as the reference), ``augment`` (dict for training, None = none).
+    """
+    from ..data.dataset import PILArNetDataset
+
+    thr = cfg_data.get("energy_threshold", 0.13)
+    if train:
+        thr = cfg_data.get("train_energy_threshold", thr)
+    return PILArNetDataset(resolve_data(paths), energy_threshold=thr, min_points=int(cfg_data.get("min_points", 1024)),
+                           max_events=max_events, augment=(cfg_data.get("augment") or None) if train else None,
+                           seed=seed)
+
+
+def iterate_batches(dataset, batch_size: int = 4, max_events=None):
+    """Yield collated `Point` batches of ``dataset`` in order (evaluation)."""
+    from ..data.point import collate
+
+    n = len(dataset) if max_events is None else min(len(dataset), int(max_events))
+    for start in range(0, n, batch_size):
+        yield collate([dataset[i] for i in range(start, min(n, start + batch_size))])
+
+
+def find_weights(path) -> Path:
+    """A weights path as given, or ``RUN/weights`` when ``path`` is a run directory."""
+    p = Path(path)
+    if p.is_dir() and not (p / "config.json").exists() and (p / "weights" / "config.json").exists():
+        return p / "weights"
+    if not p.exists():
+        raise UserError(f"{path}: no such weights file or directory")
+    return p
+
+
+def read_weights_config(path) -> dict:
+    import json
+
+    p = find_weights(path)
+    cfg_file = p / "config.json" if p.is_dir() else p.with_name("config.json")
+    if cfg_file.exists():
+        return json.loads(cfg_file.read_text())
+    return {}
