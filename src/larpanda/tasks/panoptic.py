@@ -1,0 +1,397 @@
+"""Panoptic segmentation: particles with PID, or interactions (spec-model §4; issue 8).
+
+`PanopticModel` = PTv3 backbone (``backbone.*``, enc_mode, up-cast to sum(enc_channels) features) +
+`MaskQueryDecoder` (``decoder.*``), the key layout of the official ``panda_particle.pth`` /
+``panda_interaction.pth``. Training loss: `matching.detector_loss`; inference: `postprocess.postprocess`.
+
+Levels (spec-model §4.4):
+
+========== ============================ ====================== ======= ======= ===============
+level      instance / segment label     classes (K incl. stuff) stuff   queries proj / cls head
+========== ============================ ====================== ======= ======= ===============
+particle   instance_particle/segment_pid 6 (γ e μ π p, LED=5)   [5]     32      MLP / MLP
+interaction instance_interaction / 1[id≠−1] 2 (0 LED, 1 thing) [0]     12      Linear / Linear
+========== ============================ ====================== ======= ======= ===============
+
+Modes: ``decoder`` (backbone frozen, run in eval mode without gradients), ``full`` (all trainable; encoder
+lr = lr·layer_decay^(depth−idx−1+3)·backbone_mult, decoder blocks lr·0.97^(2−b), spec-model §4.4),
+``scratch`` (full without pretrained weights).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UserError
+from .matching import DEFAULTS as LOSS_DEFAULTS
+from .matching import detector_loss
+from .panoptic_head import MaskQueryDecoder
+from .postprocess import DEFAULTS as POST_DEFAULTS
+from .postprocess import postprocess
+
+LEVELS = {
+    "particle": dict(num_classes=6, stuff_classes=[5], num_queries=32, mlp_point_proj=True,
+                     instance_key="instance_particle", class_names=["photon", "electron", "muon", "pion", "proton"]),
+    "interaction": dict(num_classes=2, stuff_classes=[0], num_queries=12, mlp_point_proj=False,
+                        instance_key="instance_interaction", class_names=["thing"]),
+}
+MODES = ("decoder", "full", "scratch")
+DECODER_KEYS = ("hidden_channels", "num_heads", "num_queries", "depth", "mlp_ratio", "qkv_bias", "mlp_point_proj",
+                "pos_on_keys", "pos_emb")
+
+
+def level_labels(batch, level: str):
+    """(instance (N,), segment (N,)) training labels of ``level`` from a prepared/collated batch."""
+    if level == "particle":
+        return batch["instance_particle"].long(), batch["segment_pid"].long()
+    inst = batch["instance_interaction"].long()
+    return inst, (inst >= 0).long()  # segment_interaction: 1 thing, 0 LED (spec-model §4.4)
+
+
+def _as_tensor(x):
+    return torch.as_tensor(x) if not torch.is_tensor(x) else x
+
+
+class PanopticModel(nn.Module):
+    """Backbone + mask-query decoder.
+
+    Args:
+        backbone: PTv3 kwargs (official names); enc_mode is forced True (spec-model §4.1).
+        level: "particle" or "interaction". mode: one of MODES.
+        decoder: overrides of the decoder kwargs (hidden_channels 256, num_heads 16, depth 3, ...).
+        loss: overrides of `matching.DEFAULTS`. postprocess: overrides of `postprocess.DEFAULTS`.
+        energy_threshold: MeV cut of `transforms.prepare` at inference (0.13).
+    """
+
+    def __init__(self, backbone: dict, level: str = "particle", mode: str = "decoder", decoder: dict | None = None,
+                 loss: dict | None = None, postprocess: dict | None = None, energy_threshold: float = 0.13):
+        super().__init__()
+        from ..nn.ptv3 import PointTransformerV3
+
+        if level not in LEVELS:
+            raise UserError(f"--level {level}: choose particle or interaction")
+        if mode not in MODES:
+            raise UserError(f"--mode {mode}: choose from {', '.join(MODES)}")
+        self.level, self.mode = level, mode
+        lv = LEVELS[level]
+        bb = dict(backbone)
+        bb["enc_mode"] = True
+        for k in ("dec_depths", "dec_channels", "dec_num_head", "dec_patch_size", "freeze_encoder"):
+            bb.pop(k, None)
+        self.backbone_kwargs = bb
+        self.backbone = PointTransformerV3(**bb)
+        dk = dict(hidden_channels=256, num_heads=16, num_queries=lv["num_queries"], depth=3, mlp_ratio=4.0,
+                  qkv_bias=True, mlp_point_proj=lv["mlp_point_proj"], pos_on_keys=True, pos_emb=True)
+        dk.update({k: v for k, v in (decoder or {}).items() if k in DECODER_KEYS})
+        self.decoder_kwargs = dk
+        self.full_in_channels = int(sum(self.backbone.config["enc_channels"]))
+        self.decoder = MaskQueryDecoder(full_in_channels=self.full_in_channels, num_classes=lv["num_classes"],
+                                        stuff_classes=lv["stuff_classes"], **dk)
+        self.num_classes = lv["num_classes"]
+        self.stuff_classes = tuple(lv["stuff_classes"])
+        self.loss_cfg = {**LOSS_DEFAULTS, **(loss or {})}
+        self.post_cfg = {**POST_DEFAULTS, **(postprocess or {})}
+        self.energy_threshold = energy_threshold
+        self._apply_freeze()
+
+    # --- modes ------------------------------------------------------------------------------------
+    def _apply_freeze(self):
+        for p in self.backbone.parameters():
+            p.requires_grad_(self.mode != "decoder")
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.mode == "decoder":
+            self.backbone.eval()  # frozen features (deterministic; pimm keeps DropPath on, spec §7 item 12)
+        return self
+
+    @property
+    def config(self) -> dict:
+        return {"task": "panoptic", "level": self.level, "mode": self.mode, "backbone": self.backbone_kwargs,
+                "decoder": self.decoder_kwargs, "loss": self.loss_cfg, "postprocess": self.post_cfg,
+                "energy_threshold": self.energy_threshold, "num_classes": self.num_classes,
+                "stuff_classes": list(self.stuff_classes), "class_names": LEVELS[self.level]["class_names"]}
+
+    # --- forward ----------------------------------------------------------------------------------
+    def features(self, point) -> torch.Tensor:
+        """(N, sum(enc_channels)) up-cast backbone features at the input rows."""
+        from ..data.point import Point
+
+        inp = Point({k: point[k] for k in ("coord", "grid_coord", "feat", "offset") if k in point})
+        if self.mode == "decoder":
+            with torch.no_grad():
+                return self.backbone(inp, upcast=True)["feat"].detach()
+        return self.backbone(inp, upcast=True)["feat"]
+
+    def forward(self, point) -> dict:
+        """Decoder outputs (see `MaskQueryDecoder.forward`) for a collated batch."""
+        feat = self.features(point)
+        return self.decoder(feat.float(), point["coord"].float(), _as_tensor(point["offset"]).long())
+
+    def training_step(self, batch, step: int):
+        out = self(batch)
+        inst, seg = level_labels(batch, self.level)
+        return detector_loss(out, inst, seg, self.stuff_classes, self.num_classes, self.loss_cfg)
+
+    def param_groups(self, cfg: dict) -> list[dict]:
+        """spec-model §4.4: decoder block b lr·0.97^(depth−1−b); encoder blocks (full/scratch)
+        lr·layer_decay^(Σdepths−idx−1+3)·backbone_mult; everything else lr; no wd on norms/biases/embeddings."""
+        from ..train.optim import no_weight_decay
+
+        ld = float(cfg.get("layer_decay", 0.97))
+        mult = float(cfg.get("backbone_mult", 1.0))
+        depth = len(self.decoder.blocks)
+        enc = list(self.backbone.config["enc_depths"])
+        groups: dict = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            scale = 1.0
+            m = re.match(r"decoder\.blocks\.(\d+)\.", name)
+            e = re.match(r"backbone\.enc\.enc(\d+)\.block(\d+)\.", name)
+            if m:
+                scale = ld ** (depth - 1 - int(m.group(1)))
+            elif e:
+                idx = sum(enc[: int(e.group(1))]) + int(e.group(2))
+                scale = ld ** (sum(enc) - idx - 1 + 3) * mult
+            wd = not (no_weight_decay(name, p) or "query_feat" in name or "query_embed" in name)
+            g = groups.setdefault((round(scale, 12), wd), {"params": [], "lr_scale": scale, "apply_wd": wd,
+                                                           "name": f"lr{scale:.4g}_{'wd' if wd else 'nowd'}"})
+            g["params"].append(p)
+        return list(groups.values())
+
+    # --- inference --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def infer(self, point, **post) -> list[dict]:
+        """Post-processed predictions for a collated batch: per event a dict of (N_b,) numpy arrays
+        ``instance`` (rank+1, −1 stuff), ``cls``, ``score``, ``stuff_prob`` in the batch's row order."""
+        out = self(point)
+        z, c = out["layers"][-1]
+        valid = out["valid"]
+        stuff = torch.zeros(valid.shape, device=z.device)
+        stuff[out["batch"], out["col"]] = torch.sigmoid(out["stuff_logits"].float())
+        bg = self.stuff_classes[0]
+        pp = postprocess(z, c, stuff, valid, self.stuff_classes, bg, **{**self.post_cfg, **post})
+        res = []
+        for b, n in enumerate(out["counts"].tolist()):
+            res.append({k: v[b, :n].cpu().numpy() for k, v in pp.items()} | {"stuff_prob": stuff[b, :n].cpu().numpy()})
+        return res
+
+    def _prepared(self, event):
+        from ..data.point import collate
+        from ..data.transforms import prepare
+
+        d = prepare(event, energy_threshold=self.energy_threshold)
+        return d, collate([d])
+
+    @torch.no_grad()
+    def predict(self, event) -> dict:
+        """Per raw row of ``event``: ``instance`` (int64, −1 stuff/LED or removed by the cut), ``pid``
+        (particle level; the class, −1 for cut rows) or ``interaction_class`` (interaction level), ``score``
+        (float32 confidence; 0 for cut rows)."""
+        was = self.training
+        self.eval()
+        try:
+            d, point = self._prepared(event)
+            dev = next(self.parameters()).device
+            r = self.infer(point.to(dev))[0]
+        finally:
+            self.train(was)
+        n = len(event)
+        inst = np.full(n, -1, np.int64)
+        cls = np.full(n, -1, np.int64)
+        score = np.zeros(n, np.float32)
+        inst[d["index"]], cls[d["index"]], score[d["index"]] = r["instance"], r["cls"], r["score"]
+        key = "pid" if self.level == "particle" else "interaction_class"
+        return {"instance": inst, key: cls, "score": score}
+
+    @torch.no_grad()
+    def embed(self, event) -> np.ndarray:
+        """(N_after_cut, sum(enc_channels)) backbone features, rows in raw-event order of the kept points."""
+        was = self.training
+        self.eval()
+        try:
+            d, point = self._prepared(event)
+            feat = self.features(point.to(next(self.parameters()).device)).float().cpu().numpy()
+        finally:
+            self.train(was)
+        return feat[np.argsort(d["index"], kind="stable")]
+
+
+def model_from_config(cfg: dict) -> PanopticModel:
+    """Build a `PanopticModel` from a weights ``config.json`` dict (task "panoptic"), for `io.load_model`.
+    Also accepts an official Panda ``Detector`` config (``full_in_channels``, ``num_queries``, ...)."""
+    if "level" not in cfg and "num_queries" in cfg:
+        return PanopticModel(**from_panda_config(cfg))
+    return PanopticModel(cfg["backbone"], level=cfg.get("level", "particle"), mode=cfg.get("mode", "full"),
+                         decoder=cfg.get("decoder"), loss=cfg.get("loss"), postprocess=cfg.get("postprocess"),
+                         energy_threshold=cfg.get("energy_threshold", 0.13))
+
+
+def from_panda_config(cfg: dict) -> dict:
+    """`PanopticModel` kwargs from an official ``Detector(**config)`` dict (spec-model §5)."""
+    nc = int(cfg.get("num_classes", 6))
+    level = "particle" if nc == 6 else "interaction"
+    bb = {k: v for k, v in dict(cfg.get("backbone", {})).items() if k != "type"}
+    dec = {k: cfg[k] for k in ("hidden_channels", "num_heads", "num_queries", "depth", "mlp_ratio", "qkv_bias",
+                               "mlp_point_proj") if k in cfg}
+    dec["pos_on_keys"] = False  # Panda inference self-attention (spec-model §7 item 9)
+    post = {k: cfg[k] for k in ("stuff_threshold", "mask_threshold", "conf_threshold") if k in cfg}
+    return dict(backbone=bb, level=level, mode="full", decoder=dec, postprocess=post)
+
+
+# ------------------------------------------------------------------------------------------- runs
+
+
+def evaluate_model(model: PanopticModel, dataset, batch_size: int = 4, max_events=None, device="cpu") -> dict:
+    """spec-data §6.2/6.3 metrics of ``model`` on ``dataset`` (post-transform points) + timings."""
+    from ..metrics.panoptic import PanopticAccumulator
+    from .common import iterate_batches
+
+    lv = LEVELS[model.level]
+    acc = PanopticAccumulator(len(lv["class_names"]), lv["class_names"])
+    was = model.training
+    model.eval()
+    n, t_fwd, t_post = 0, 0.0, 0.0
+    try:
+        with torch.no_grad():
+            for batch in iterate_batches(dataset, batch_size, max_events):
+                batch = batch.to(device)
+                t0 = time.perf_counter()
+                out = model(batch)
+                t1 = time.perf_counter()
+                z, c = out["layers"][-1]
+                stuff = torch.zeros(out["valid"].shape, device=z.device)
+                stuff[out["batch"], out["col"]] = torch.sigmoid(out["stuff_logits"].float())
+                pp = postprocess(z, c, stuff, out["valid"], model.stuff_classes, model.stuff_classes[0], **model.post_cfg)
+                t_fwd += t1 - t0
+                t_post += time.perf_counter() - t1
+                inst, seg = level_labels(batch, model.level)
+                off = [0] + _as_tensor(batch["offset"]).tolist()
+                for b in range(len(off) - 1):
+                    sl = slice(off[b], off[b + 1])
+                    m = off[b + 1] - off[b]
+                    if model.level == "particle":
+                        acc.update(pp["instance"][b, :m].cpu(), inst[sl].cpu(), pp["cls"][b, :m].cpu(), seg[sl].cpu())
+                    else:
+                        acc.update(pp["instance"][b, :m].cpu(), inst[sl].cpu())
+                    n += 1
+    finally:
+        model.train(was)
+    res = acc.compute()
+    res.update({"num_events": float(n), "forward_s_per_event": t_fwd / max(n, 1),
+                "postprocess_s_per_event": t_post / max(n, 1), "level": model.level})
+    return res
+
+
+def _eval_fn(batch_size=4, max_events=None):
+    def fn(task, val_dataset):
+        m = evaluate_model(task, val_dataset, batch_size, max_events, device=next(task.parameters()).device)
+        return {k: v for k, v in m.items() if isinstance(v, float)}
+    return fn
+
+
+def build_panoptic_model(mode: str, level: str, cfg: dict, weights=None) -> PanopticModel:
+    """Model for a training run: pretrained backbone (decoder/full) or a model preset (scratch)."""
+    kw = dict(level=level, mode=mode, decoder=cfg.get("decoder"), loss=cfg.get("loss"),
+              postprocess=cfg.get("postprocess"), energy_threshold=cfg.get("data", {}).get("energy_threshold", 0.13))
+    if mode == "scratch":
+        if weights:
+            raise UserError("--mode scratch trains from random initialisation; drop --weights")
+        from ..config import load_config
+
+        return PanopticModel(load_config(cfg.get("model", {}).get("preset", "small"), "model"), **kw)
+    if not weights:
+        raise UserError(f"--mode {mode} needs pretrained --weights (or use --mode scratch)")
+    from .semantic import pretrained_backbone
+
+    bb, sd = pretrained_backbone(weights)
+    model = PanopticModel(bb, **kw)
+    sd = {k: v for k, v in sd.items() if k != "embedding.mask_token" and not k.startswith("dec.")}
+    missing, unexpected = model.backbone.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise UserError(f"{weights}: pretrained backbone does not match: missing {list(missing)[:3]} "
+                        f"({len(missing)}), unexpected {list(unexpected)[:3]} ({len(unexpected)})")
+    return model
+
+
+def run_train(args) -> dict:
+    """``larpanda train panoptic``: label subset → fit → ``OUT/weights`` + ``OUT/val_metrics.json``."""
+    from .. import io as lpio
+    from ..atomic import atomic_write_json
+    from ..train import fit
+    from .common import labelled_dataset, load_task_config, make_dataset
+
+    level = args.level
+    cfg = load_task_config("panoptic", args.config, getattr(args, "overrides", None), default=level)
+    lv_cfg = (cfg.get("levels") or {}).get(level, {})
+    cfg["decoder"] = {**cfg.get("decoder", {}), **lv_cfg.get("decoder", {})}
+    cfg["train"] = {**cfg.get("train", {}), **lv_cfg.get("train", {})}
+    seed = int(args.seed if args.seed is not None else cfg["train"].get("seed", 0))
+    cfg["train"]["seed"] = seed
+    if getattr(args, "quiet", False):
+        cfg["train"]["progress"] = False
+    for k in ("epochs", "max_steps"):
+        if getattr(args, k, None) is not None:
+            cfg["train"][k] = getattr(args, k)
+            cfg["train"].pop("max_steps" if k == "epochs" else "epochs", None)
+    data_cfg = cfg.get("data", {})
+    full = make_dataset(args.data, data_cfg, train=True, seed=seed, max_events=getattr(args, "max_events", None))
+    train_set = labelled_dataset(full, args.label_fraction, seed)
+    val_set = make_dataset(args.val_data, data_cfg, train=False) if args.val_data else None
+    model = build_panoptic_model(args.mode, level, cfg, args.weights)
+    ev = cfg.get("eval", {})
+    cfg["run"] = {"task": "panoptic", "level": level, "mode": args.mode, "label_fraction": float(args.label_fraction),
+                  "labelled_events": len(train_set), "available_events": len(full), "weights": args.weights, "seed": seed}
+    result = fit(model, train_set, cfg, args.out, resume=args.resume, val_dataset=val_set,
+                 eval_fn=_eval_fn(int(ev.get("batch_size", 4)), ev.get("max_events")))
+    out = Path(args.out)
+    lpio.save_model(model, out / "weights")
+    summary = {"run": cfg["run"], "fit": {k: v for k, v in result.items() if k != "eval"}}
+    if val_set is not None:
+        metrics = evaluate_model(model, val_set, int(ev.get("batch_size", 4)), ev.get("max_events"),
+                                 device=next(model.parameters()).device)
+        atomic_write_json(out / "val_metrics.json", metrics)
+        summary["val"] = {k: metrics[k] for k in ("f1", "ari", "pq", "matched_iou") if k in metrics}
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def load_panoptic(path) -> PanopticModel:
+    from .. import io as lpio
+    from .common import find_weights
+
+    model = lpio.load_model(str(find_weights(path)))
+    if getattr(model, "config", {}).get("task") != "panoptic":
+        raise UserError(f"{path}: not panoptic weights (task {getattr(model, 'config', {}).get('task')!r})")
+    return model
+
+
+def run_evaluate(args) -> dict:
+    """``larpanda evaluate --task panoptic``: metrics JSON on stdout and (atomically) at ``--out``."""
+    from ..atomic import atomic_write_json
+    from .common import make_dataset
+
+    model = load_panoptic(args.weights).to(args.device)
+    ds = make_dataset(args.data, {"energy_threshold": model.energy_threshold, "min_points": 1024}, train=False)
+    if len(ds) == 0:
+        raise UserError(f"{args.data}: no event qualifies (min 1024 raw points)")
+    metrics = evaluate_model(model, ds, args.batch_size, args.max_events, device=args.device)
+    metrics["weights"] = str(args.weights)
+    if not getattr(args, "quiet", False) or not args.out:
+        print(json.dumps({k: v for k, v in metrics.items() if k != "pid_confusion"}, indent=1))
+    if args.out:
+        atomic_write_json(args.out, metrics)
+    return metrics
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use: larpanda train panoptic / larpanda evaluate --task panoptic")
