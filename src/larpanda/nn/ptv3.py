@@ -285,7 +285,7 @@ class PointTransformerV3(nn.Module):
                       pre_norm=cfg["pre_norm"], enable_flash=cfg["enable_flash"],
                       upcast_attention=cfg["upcast_attention"], upcast_softmax=cfg["upcast_softmax"])
         self.embedding = Embedding(cfg["in_channels"], cfg["enc_channels"][0], cfg["mask_token"])
-        dpr = torch.linspace(0, cfg["drop_path"], sum(cfg["enc_depths"])).tolist()
+        dpr = torch.linspace(0, cfg["drop_path"], sum(cfg["enc_depths"]), device="cpu").tolist()
         self.enc = nn.Module()
         for s in range(ns):
             stage = Stage()
@@ -300,7 +300,7 @@ class PointTransformerV3(nn.Module):
         if not self.enc_mode:
             assert len(cfg["dec_depths"]) == ns - 1
             dch = list(cfg["dec_channels"]) + [cfg["enc_channels"][-1]]
-            ddpr = torch.linspace(0, cfg["drop_path"], sum(cfg["dec_depths"])).tolist()
+            ddpr = torch.linspace(0, cfg["drop_path"], sum(cfg["dec_depths"]), device="cpu").tolist()
             self.dec = nn.Module()
             for s in reversed(range(ns - 1)):
                 dp = ddpr[sum(cfg["dec_depths"][:s]): sum(cfg["dec_depths"][: s + 1])][::-1]
