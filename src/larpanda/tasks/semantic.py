@@ -329,6 +329,11 @@ def official_key_names(model: SemanticModel) -> list[str]:
 def load_official_state_dict(model: SemanticModel, state_dict: dict) -> None:
     """Load an official Panda semantic ``state_dict`` with strict keys (a ``module.`` prefix is stripped)."""
     sd = {(k[7:] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+    own = model.state_dict()
+    wrong = [k for k, v in sd.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise UserError(f"semantic checkpoint does not match the {model.mode} model: shape of {wrong[0]} is "
+                        f"{tuple(sd[wrong[0]].shape)}, expected {tuple(own[wrong[0]].shape)} ({len(wrong)} mismatches)")
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise UserError(f"semantic checkpoint does not match the {model.mode} model: "
@@ -355,10 +360,21 @@ def weights_task(path) -> str:
 
 def pretrained_backbone(path) -> tuple[dict, dict]:
     """(PTv3 kwargs, backbone state_dict) of pretrained weights (larpanda weights dir or Panda .pth)."""
-    from .. import io as lpio
-    from .common import find_weights
+    from .common import find_weights, read_weights_config
 
-    model = lpio.load_model(str(find_weights(path)))
+    p = find_weights(path)
+    try:
+        from ..io import load_model
+    except ImportError:
+        load_model = None
+    if load_model is None:  # larpanda.io not available: read the documented layout directly
+        from safetensors.torch import load_file
+
+        cfg = read_weights_config(p)
+        if cfg.get("task", "backbone") != "backbone" or not p.is_dir():
+            raise UserError(f"{path}: expected backbone weights (dir with model.safetensors + config.json)")
+        return dict(cfg["backbone"]), load_file(str(p / "model.safetensors"))
+    model = load_model(str(p))
     cfg = getattr(model, "config", {}) or {}
     if cfg.get("task", "backbone") == "backbone":
         return dict(cfg["backbone"]), model.state_dict()
@@ -437,7 +453,6 @@ def _eval_fn(batch_size=4, max_events=None):
 
 def run_train(args) -> dict:
     """``larpanda train semantic``: label subset → fit → ``OUT/weights`` + ``OUT/val_metrics.json``."""
-    from .. import io as lpio
     from ..atomic import atomic_write_json
     from ..train import fit
     from .common import labelled_dataset, load_task_config
@@ -460,7 +475,7 @@ def run_train(args) -> dict:
     result = fit(model, train_set, cfg, args.out, resume=args.resume, val_dataset=val_set,
                  eval_fn=_eval_fn(int(cfg.get("eval", {}).get("batch_size", 4)), cfg.get("eval", {}).get("max_events")))
     out = Path(args.out)
-    lpio.save_model(model, out / "weights")
+    save_weights(model, out / "weights")
     summary = {"run": cfg["run"], "fit": {k: v for k, v in result.items() if k != "eval"}}
     if val_set is not None:
         metrics = evaluate_model(model, val_set, int(cfg.get("eval", {}).get("batch_size", 4)))
@@ -476,15 +491,49 @@ def make_dataset_for(paths, data_cfg, train: bool, seed: int = 0, max_events=Non
     return make_dataset(paths, data_cfg, train=train, seed=seed, max_events=max_events)
 
 
-def load_semantic(path) -> SemanticModel:
-    from .. import io as lpio
-    from .common import find_weights
+def save_weights(model: SemanticModel, out_dir) -> None:
+    """``model.safetensors`` + ``config.json`` (design.md §4), via `larpanda.io.save_model` when present."""
+    try:
+        from ..io import save_model
+    except ImportError:
+        save_model = None
+    if save_model is not None:
+        save_model(model, out_dir)
+        return
+    from safetensors.torch import save_file
+
+    from ..atomic import atomic_path, atomic_write_json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+    atomic_write_json(out / "config.json", model.config)
+
+
+def load_weights(path):
+    """Any larpanda weights via `larpanda.io.load_model`; semantic weights also load without it."""
+    from .common import find_weights, read_weights_config
 
     p = find_weights(path)
-    if str(p).endswith(".pth"):
-        model = lpio.load_model(str(p))
-    else:
-        model = lpio.load_model(str(p))
+    try:
+        from ..io import load_model
+    except ImportError:
+        load_model = None
+    if load_model is not None:
+        return load_model(str(p))
+    cfg = read_weights_config(p)
+    if cfg.get("task") != "semantic" or not p.is_dir():
+        raise UserError(f"{path}: cannot load (larpanda.io is not available)")
+    from safetensors.torch import load_file
+
+    model = model_from_config(cfg)
+    model.load_state_dict(load_file(str(p / "model.safetensors")), strict=True)
+    return model
+
+
+def load_semantic(path) -> SemanticModel:
+    model = load_weights(path)
     if getattr(model, "config", {}).get("task") != "semantic":
         raise UserError(f"{path}: not semantic-segmentation weights (task {getattr(model, 'config', {}).get('task')!r})")
     return model
@@ -519,12 +568,11 @@ def run_predict(args) -> None:
     """``larpanda predict``: one vlen dataset per output, row i = input event i (design.md §4)."""
     import h5py
 
-    from .. import io as lpio
     from ..atomic import atomic_path
     from ..data import pilarnet
     from .common import find_weights
 
-    model = lpio.load_model(str(find_weights(args.weights)))
+    model = load_weights(args.weights)
     task = getattr(model, "config", {}).get("task")
     if task not in ("semantic", "panoptic"):
         raise UserError(f"{args.weights}: predict needs semantic or panoptic weights (task {task!r})")

@@ -1,0 +1,136 @@
+"""Semantic task: Lovász loss, label subsets, modes/freezing/lr rules, strict official-key loading, predict."""
+
+import numpy as np
+import pytest
+import torch
+
+from larpanda.config import load_config
+from larpanda.data.point import collate
+from larpanda.errors import UserError
+from larpanda.metrics.semantic import semantic_metrics
+from larpanda.tasks.common import label_subset
+from larpanda.tasks.semantic import SemanticModel, load_official_state_dict, lovasz_softmax, semantic_loss
+
+TINY = load_config("tiny", "model")
+
+
+def test_lovasz_equals_jaccard_loss_at_hard_predictions():
+    rng = np.random.default_rng(0)
+    gt = torch.as_tensor(rng.integers(0, 4, 200))
+    pred = torch.where(torch.rand(200) < 0.6, gt, torch.as_tensor(rng.integers(0, 4, 200)))
+    probs = torch.nn.functional.one_hot(pred, 5).double()
+    m = semantic_metrics(pred.numpy(), gt.numpy(), num_classes=5)
+    present = np.unique(gt.numpy())
+    expected = np.mean([1 - m[f"IoU_{m['class_names'][c]}"] for c in present])
+    assert float(lovasz_softmax(probs, gt)) == pytest.approx(expected, abs=1e-6)
+    assert float(lovasz_softmax(torch.nn.functional.one_hot(gt, 5).double(), gt)) == pytest.approx(0.0, abs=1e-9)
+    # ignored points do not count
+    gt2 = gt.clone()
+    gt2[:50] = -1
+    assert float(lovasz_softmax(probs[50:], gt[50:])) == pytest.approx(float(lovasz_softmax(probs, gt2)))
+
+
+def test_semantic_loss_is_ce_plus_005_lovasz():
+    logits = torch.randn(50, 5)
+    labels = torch.randint(0, 5, (50,))
+    total, ce, lov = semantic_loss(logits, labels)
+    assert float(ce) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, labels)))
+    assert float(total) == pytest.approx(float(ce) + 0.05 * float(lov))
+
+
+def test_label_subsets_are_nested_and_nonempty():
+    small, mid, big = (label_subset(5000, f, seed=3) for f in (0.001, 0.01, 0.1))
+    assert len(small) == 5 and len(mid) == 50 and len(big) == 500
+    assert set(small) <= set(mid) <= set(big)
+    assert len(label_subset(10, 0.0001, 0)) == 1
+    np.testing.assert_array_equal(label_subset(100, 0.1, 7), label_subset(100, 0.1, 7))
+    assert not np.array_equal(label_subset(1000, 0.1, 1), label_subset(1000, 0.1, 2))
+    with pytest.raises(UserError):
+        label_subset(10, 1.5, 0)
+
+
+def _toy_point(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    g = np.unique(rng.integers(0, 30, (n, 3)), axis=0)
+    c = (g * 0.0015).astype(np.float32)
+    e = rng.random((len(g), 1)).astype(np.float32)
+    return dict(coord=c, grid_coord=g.astype(np.int64), energy=e, feat=np.c_[c, e],
+                segment_motif=rng.integers(0, 5, len(g)), offset=np.array([len(g)]))
+
+
+def test_modes_freeze_and_lr_rules():
+    lin = SemanticModel("linear", backbone=TINY)
+    trainable = [n for n, p in lin.named_parameters() if p.requires_grad]
+    assert trainable == ["seg_head.weight", "seg_head.bias"]
+    assert lin.seg_head.in_features == sum(TINY["enc_channels"])
+    dec = SemanticModel("decoder", backbone=TINY)
+    assert dec.seg_head.in_features == TINY["dec_channels"][0]
+    for n, p in dec.named_parameters():
+        assert p.requires_grad == (not n.startswith(("backbone.enc.", "backbone.embedding."))), n
+    full = SemanticModel("full", backbone=TINY)
+    assert all(p.requires_grad for p in full.parameters())
+    full.param_groups({"layer_decay": 0.9})
+    sc = full._lr_scales
+    n_dec, n_enc = sum(TINY["dec_depths"]), sum(TINY["enc_depths"])
+    assert sc["backbone.dec.dec0.block0.attn.qkv.weight"] == pytest.approx(0.9 ** (n_dec - 1))
+    assert sc["backbone.dec.dec3.block0.attn.qkv.weight"] == pytest.approx(1.0)
+    assert sc["backbone.enc.enc0.block0.attn.qkv.weight"] == pytest.approx(0.9 ** (n_enc - 1 + n_dec) * 0.05)
+    assert sc["backbone.enc.enc4.block0.attn.qkv.weight"] == pytest.approx(0.9 ** n_dec * 0.05)
+    assert sc["backbone.embedding.stem.linear.weight"] == 1.0 and sc["seg_head.weight"] == 1.0
+    # a step through the frozen-encoder decoder mode leaves the encoder untouched
+    batch = collate([_toy_point(300, 0), _toy_point(200, 1)])
+    before = dec.backbone.enc.enc0.block0.attn.qkv.weight.clone()
+    loss, logs = dec.training_step(batch, 0)
+    loss.backward()
+    assert dec.backbone.enc.enc0.block0.attn.qkv.weight.grad is None
+    assert dec.seg_head.weight.grad is not None and torch.isfinite(loss)
+    torch.testing.assert_close(before, dec.backbone.enc.enc0.block0.attn.qkv.weight)
+
+
+def test_panda_base_linear_head_width_is_1232():
+    base = load_config("panda-base", "model")
+    m = SemanticModel("linear", backbone={**base, "enc_depths": [1, 1, 1, 1, 1]})
+    assert m.seg_head.in_features == 1232
+
+
+def test_official_semantic_state_dict_loads_strict():
+    torch.manual_seed(0)
+    model = SemanticModel("decoder", backbone=TINY)
+    keys = list(model.state_dict().keys())
+    assert all(k.startswith(("backbone.", "seg_head.")) for k in keys)
+    assert "seg_head.weight" in keys and any(k.startswith("backbone.dec.dec0.") for k in keys)
+    # synthetic "panda_semantic.pth" state dict built from the key list, with a DDP prefix
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    sd = {"module." + k: torch.randn(s) for k, s in shapes.items()}
+    load_official_state_dict(model, sd)
+    torch.testing.assert_close(model.state_dict()["seg_head.weight"], sd["module.seg_head.weight"])
+    # the same file loads into full (same layout) but not into linear
+    load_official_state_dict(SemanticModel("full", backbone=TINY), sd)
+    with pytest.raises(UserError):
+        load_official_state_dict(SemanticModel("linear", backbone=TINY), sd)
+    missing = dict(sd)
+    missing.pop("module.backbone.dec.dec0.block0.attn.qkv.weight")
+    with pytest.raises(UserError):
+        load_official_state_dict(model, missing)
+    with pytest.raises(UserError):
+        load_official_state_dict(model, {**sd, "module.backbone.extra.weight": torch.zeros(1)})
+
+
+def test_predict_maps_rows_back_and_marks_cut_rows(fixtures_dir):
+    from larpanda.data.pilarnet import event_from_labels
+
+    d = np.load(fixtures_dir / "pilarnet_m_test_event0_recon.npz")
+    energy = d["energy"].astype(np.float32).copy()
+    energy[:10] = 0.05  # below the 0.13 MeV cut
+    ev = event_from_labels(d["voxel"].astype(np.int64), energy, d["segment_motif"].astype(np.int64),
+                           d["segment_pid"].astype(np.int64), d["instance_particle"].astype(np.int64),
+                           d["instance_interaction"].astype(np.int64))
+    torch.manual_seed(0)
+    m = SemanticModel("uresnet", uresnet=dict(depth=3, filters=8, reps=1))
+    out = m.predict(ev)
+    cut = ev.energy <= 0.13
+    assert out["semantic"].shape == (len(ev),) and out["semantic_probs"].shape == (len(ev), 5)
+    assert (out["semantic"][cut] == -1).all() and (out["semantic"][~cut] >= 0).all()
+    np.testing.assert_allclose(out["semantic_probs"][~cut].sum(1), 1.0, rtol=1e-5)
+    assert m.embed(ev).shape == (int((~cut).sum()), 8)
+    assert m.training  # predict restores the mode
