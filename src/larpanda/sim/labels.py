@@ -146,7 +146,8 @@ def assemble(rng, reg, cascade, heavy, led_fraction, e_floor=0.01):
     t_fv = np.full(len(ufk), np.inf)
     np.minimum.at(t_fv, inv, t)
     f_fv, k_fv = ufk // (GRID**3), ufk % (GRID**3)
-    nvox = np.bincount(f_fv, minlength=len(reg))
+    # fragment sizes count voxels above Supera's 0.05 MeV deposit threshold (spec-data §1.6, §5.9)
+    nvox = np.bincount(f_fv[E_fv >= 0.05], minlength=len(reg))
     target, motif = _final_labels(reg, nvox)
     f_fv = target[f_fv]
     m_fv = motif[f_fv]

@@ -17,7 +17,7 @@ from . import physics as ph
 
 STEP_CM = 0.1  # 1 mm steps (spec-data §4.5), 0.2 mm in the last cm of range
 FINE_STEP_CM = 0.02
-DELTA_TCUT = 1.0  # MeV: knock-on electrons above this are explicit (spec-data §5.4)
+DELTA_TCUT = 3.0  # MeV: knock-on electrons above this are explicit (spec-data §5.4: ≈ the 3-voxel DeltaSize); softer ones stay in the continuous loss
 BOX_MARGIN = 2.0  # cm beyond the grid where transport stops
 
 
