@@ -142,17 +142,20 @@ def _write_npy(path, arr) -> None:
 
 
 def read_raw(f, start: int, stop: int, version: int):
-    """One h5py slice per dataset: object arrays of flat per-event arrays (no checks)."""
+    """One h5py slice per dataset: object arrays of flat per-event arrays (no checks).
+
+    ``f`` is an open h5py File, or a dict of its datasets (caching the lookups saves ~30 µs per read)."""
     point = f["point"][start:stop]
     cluster = f["cluster"][start:stop]
     extra = f["cluster_extra"][start:stop] if version == 2 else None
     return point, cluster, extra
 
 
-def check_chunk(point, cluster, extra, version: int, path=None, first: int = 0):
+def check_chunk(point, cluster, extra, version: int, path=None, first: int = 0, packed: bool = False):
     """Vectorized sanity checks of a chunk of flat per-event arrays; returns Events' tables.
 
-    Returns (points list of (N,8) float32, clusters list of (M,6) int64, extras list or None).
+    Returns (points list of (N,8) float32, clusters list of (M,6) int64, extras list or None), plus with
+    ``packed=True`` a 4th item (all points (N,8), all clusters (M,6), points per event, rows per event).
     Raises DataError at the first violation (lowest event number, then field order below).
     """
     ncol = 6 if version == 2 else 5
@@ -201,14 +204,18 @@ def check_chunk(point, cluster, extra, version: int, path=None, first: int = 0):
             ev = int(np.searchsorted(p_off, rows[0], side="right") - 1)
             raise DataError(what(rows[0] - p_off[ev], pts[rows[0]]), path, first + ev, field)
 
-    e = pts[:, 3]
-    _first_bad_point(~np.isfinite(e), lambda r, p: f"non-finite energy {p[3]} at point {r}", "point")
-    _first_bad_point(e < 0, lambda r, p: f"negative energy {p[3]} at point {r}", "point")
-    xyz = pts[:, :3]
-    bad_xyz = ~np.isfinite(xyz).all(1) | (xyz < 0).any(1) | (xyz > GRID_SIZE_VOXELS - 1).any(1) | (xyz != np.floor(xyz)).any(1)
-    _first_bad_point(
-        bad_xyz, lambda r, p: f"coordinates {p[:3].tolist()} at point {r} are not integer voxels in 0..767", "point"
-    )
+    P = np.ascontiguousarray(pts[:, :4].T)  # (4, N): row-wise checks on strided columns are ~10x slower
+    e = P[3]
+    if not (e >= 0).all() or np.isinf(e).any():  # NaN fails e >= 0
+        _first_bad_point(~np.isfinite(e), lambda r, p: f"non-finite energy {p[3]} at point {r}", "point")
+        _first_bad_point(e < 0, lambda r, p: f"negative energy {p[3]} at point {r}", "point")
+    xyz = P[:3]
+    # NaN fails ==, Inf fails the range (spec-data §1.3: integer voxel indices 0..767)
+    ok = (xyz >= 0) & (xyz <= GRID_SIZE_VOXELS - 1) & (xyz == np.floor(xyz))
+    if not ok.all():
+        _first_bad_point(
+            ~ok.all(0), lambda r, p: f"coordinates {p[:3].tolist()} at point {r} are not integer voxels in 0..767", "point"
+        )
 
     def _first_bad_row(mask, what):
         rows = np.flatnonzero(mask)
@@ -227,6 +234,8 @@ def check_chunk(point, cluster, extra, version: int, path=None, first: int = 0):
     if version == 2:
         ex = np.concatenate([np.asarray(x, dtype=np.float32) for x in extra]).reshape(-1, 5)
         extras = np.split(ex, c_off[1:-1])
+    if packed:
+        return points, clusters, extras, (pts, cl, npts, nrows, P)
     return points, clusters, extras
 
 

@@ -220,3 +220,100 @@ def prepare(event: Event, energy_threshold: float = ENERGY_THRESHOLD, augment: d
         "instance_interaction": renumber_ids(cl[row, 3]),
         "offset": np.array([len(index)], np.int64),
     }
+
+
+def prepare_batch(events, energy_threshold: float = ENERGY_THRESHOLD, augment: dict | None = None, rngs=None,
+                  packed=None):
+    """Vectorized ``collate([prepare(e, ...) for e in events])`` (identical output, tested).
+
+    The cut, normalization, log transform, grid flooring, hashing, label gathers and instance renumbering
+    run once over the concatenated batch in column-major (3, N) layout (1-D gathers are several times
+    faster than numpy row gathers); only the per-event argsort (and augmentation) loops over events.
+    Events whose cells collide (duplicate voxels) fall back to the per-event path. ``rngs``: one
+    Generator per event when ``augment`` is given. ``packed`` = (points (N,8), clusters (M,6), npts (B,),
+    nrows (B,)) of the same events already concatenated (saves a copy; see `pilarnet.check_chunk`).
+    """
+    import torch
+
+    from .point import Point, collate
+
+    B = len(events)
+    if augment and (rngs is None or len(rngs) != B):
+        raise ValueError("prepare_batch: augment needs one rng per event")
+    P = None
+    if packed is not None:
+        pts, cl, npts, nrows = packed[:4]
+        P = packed[4] if len(packed) > 4 else None
+    else:
+        npts = np.fromiter((len(e.point) for e in events), np.int64, B)
+        nrows = np.fromiter((len(e.cluster) for e in events), np.int64, B)
+        pts = np.concatenate([e.point for e in events]) if B else np.zeros((0, 8), _F32)
+        cl = np.concatenate([e.cluster for e in events]) if B else np.zeros((0, 6), np.int64)
+    p_off = np.concatenate([[0], np.cumsum(npts)])
+    if P is None:
+        P = np.ascontiguousarray(pts[:, :4].T)  # (4, N): x, y, z, E
+    thr = -np.inf if energy_threshold is None else _F32(energy_threshold)
+    kidx = np.flatnonzero(P[3] > thr)
+    eid = np.repeat(np.arange(B), npts)[kidx]
+    counts = np.bincount(eid, minlength=B)
+    k_off = np.concatenate([[0], np.cumsum(counts)])
+    coord = normalize_coord(P[:3].take(kidx, axis=1))  # (3, K), elementwise identical to the row layout
+    g = np.floor(coord / _F32(GRID_SIZE)).astype(np.int64)
+    nonempty = np.flatnonzero(counts)
+    if len(nonempty):
+        gmin = np.zeros((3, B), np.int64)
+        gmin[:, nonempty] = np.minimum.reduceat(g, k_off[nonempty], axis=1)
+        g -= gmin.take(eid, axis=1)
+    key = np.full(g.shape[1], _FNV_OFFSET, dtype=np.uint64)
+    for j in range(3):  # fnv_hash_vec on contiguous columns
+        key *= _FNV_PRIME
+        key ^= g[j].view(np.uint64)
+    order = np.empty(len(key), np.int64)
+    for b in nonempty:
+        a, e = k_off[b], k_off[b + 1]
+        order[a:e] = np.argsort(key[a:e]) + a
+    ks = key.take(order)
+    if np.any((ks[1:] == ks[:-1]) & (eid[1:] == eid[:-1])):  # a shared cell: use the reference path
+        samples = [prepare(ev, energy_threshold, augment, None if rngs is None else rngs[i]) for i, ev in enumerate(events)]
+        return collate(samples)
+    index = kidx.take(order)
+    feat = np.empty((len(index), 4), _F32)
+    feat[:, :3] = coord.take(order, axis=1).T
+    feat[:, 3] = log_transform(P[3].take(index))
+    grid_coord = np.ascontiguousarray(g.take(order, axis=1).T)
+    if augment:
+        for b in nonempty:
+            a, e = k_off[b], k_off[b + 1]
+            c, en = augment_coord_energy(feat[a:e, :3].copy(), feat[a:e, 3:].copy(), augment, rngs[b])
+            feat[a:e, :3], feat[a:e, 3:] = c, en
+    # labels: global cluster row of each point (rows are in event order and sizes sum to the counts)
+    row = np.repeat(np.arange(len(cl)), cl[:, 0]).take(index)
+    pid = np.ascontiguousarray(cl[:, 5]).astype(np.int64).take(row)
+    pid[pid < 0] = 5
+    present = np.zeros(len(cl), bool)
+    present[row] = True
+    row_event = np.repeat(np.arange(B), nrows)
+    out = {
+        "coord": np.ascontiguousarray(feat[:, :3]),
+        "grid_coord": grid_coord,
+        "energy": np.ascontiguousarray(feat[:, 3:]),
+        "feat": feat,
+        "index": index - p_off.take(eid),
+        "segment_motif": np.ascontiguousarray(cl[:, 4]).astype(np.int64).take(row),
+        "segment_pid": pid,
+    }
+    for name, col in (("instance_particle", 2), ("instance_interaction", 3)):
+        ids = cl[:, col].astype(np.int64)
+        use = np.flatnonzero(present & (ids >= 0))
+        inst = np.full(len(cl), -1, np.int64)
+        if len(use):
+            packed_ids = (row_event[use] << 40) + ids[use]  # raw ids < 2**40 assumed (Supera ids are small)
+            uniq, inv = np.unique(packed_ids, return_inverse=True)
+            inv = inv.reshape(-1)
+            first = np.searchsorted(uniq >> 40, uniq >> 40, side="left")
+            inst[use] = inv - first[inv]
+        out[name] = inst.take(row)
+    batch = Point({k: torch.from_numpy(v) for k, v in out.items()})
+    batch["offset"] = torch.from_numpy(np.cumsum(counts))
+    batch["batch"] = torch.from_numpy(np.repeat(np.arange(B), counts))
+    return batch

@@ -1,0 +1,1 @@
+"""Benchmarks: each module exposes ``run(points=None, quick=False, device="cpu") -> list[dict]``."""
