@@ -201,23 +201,29 @@ def _worker(args):
     return [generate_event(seed, i, **kwargs) for i in indices]
 
 
-def generate_events(n: int, seed: int, start_index: int = 0, workers: int = 1, progress: bool = False, **kwargs) -> list[Event]:
-    """Events start_index .. start_index+n−1 of stream ``seed``; ``workers`` > 1 uses spawn processes
-    (results are identical whatever ``workers``)."""
+def generate_events(n: int, seed: int, start_index: int = 0, workers: int = 1, progress: bool = False,
+                    pool=None, **kwargs) -> list[Event]:
+    """Events start_index .. start_index+n−1 of stream ``seed``.
+
+    ``workers`` > 1 uses a pool of spawn processes (or pass an open ``pool`` to reuse one); the result is
+    identical whatever ``workers``, since each event is seeded from (seed, index) only.
+    """
     idx = list(range(start_index, start_index + n))
-    if workers <= 1 or n < 2:
+    if (workers <= 1 and pool is None) or n < 2:
         it = idx
         if progress:
             from tqdm import tqdm
 
             it = tqdm(idx, desc="simulate", unit="ev")
         return [generate_event(seed, i, **kwargs) for i in it]
-    import multiprocessing as mp
-
-    chunk = max(1, min(50, n // (workers * 4) or 1))
+    nw = workers if pool is None else max(workers, 2)
+    chunk = max(1, min(25, n // (nw * 4) or 1))
     jobs = [(seed, idx[i : i + chunk], kwargs) for i in range(0, n, chunk)]
     out: list[Event] = []
-    with mp.get_context("spawn").Pool(workers) as pool:
+    own = pool is None
+    if own:
+        pool = make_pool(workers)
+    try:
         it = pool.imap(_worker, jobs)
         if progress:
             from tqdm import tqdm
@@ -225,4 +231,15 @@ def generate_events(n: int, seed: int, start_index: int = 0, workers: int = 1, p
             it = tqdm(it, total=len(jobs), desc="simulate", unit="chunk")
         for evs in it:
             out.extend(evs)
+    finally:
+        if own:
+            pool.close()
+            pool.join()
     return out
+
+
+def make_pool(workers: int):
+    """A spawn-context process pool (safe with threads/torch in the parent)."""
+    import multiprocessing as mp
+
+    return mp.get_context("spawn").Pool(workers)
