@@ -100,7 +100,16 @@ class PanopticModel(nn.Module):
         self.loss_cfg = {**LOSS_DEFAULTS, **(loss or {})}
         self.post_cfg = {**POST_DEFAULTS, **(postprocess or {})}
         self.energy_threshold = energy_threshold
+        self.feature_cache: dict | None = None  # decoder mode: enable_feature_cache()
         self._apply_freeze()
+
+    def enable_feature_cache(self, dtype=torch.float16):
+        """Decoder mode without augmentation: keep each training event's frozen backbone features (keyed by
+        the dataset's ``file_index``/``event_index``) so every later epoch skips the backbone. Memory:
+        N_points × sum(enc_channels) × 2 bytes per event."""
+        if self.mode != "decoder":
+            raise UserError("the feature cache needs --mode decoder (a frozen backbone)")
+        self.feature_cache, self._cache_dtype = {}, dtype
 
     # --- modes ------------------------------------------------------------------------------------
     def _apply_freeze(self):
@@ -131,9 +140,27 @@ class PanopticModel(nn.Module):
                 return self.backbone(inp, upcast=True)["feat"].detach()
         return self.backbone(inp, upcast=True)["feat"]
 
+    def _cached_features(self, point) -> torch.Tensor:
+        from ..data.point import collate
+
+        off = [0] + _as_tensor(point["offset"]).tolist()
+        keys = list(zip(_as_tensor(point["file_index"]).tolist(), _as_tensor(point["event_index"]).tolist()))
+        missing = [b for b, k in enumerate(keys) if k not in self.feature_cache]
+        if missing:
+            sub = collate([{k: point[k][off[b]:off[b + 1]] for k in ("coord", "grid_coord", "feat")} for b in missing])
+            f = self.features(sub.to(point["coord"].device))
+            so = [0] + sub["offset"].tolist()
+            for j, b in enumerate(missing):
+                self.feature_cache[keys[b]] = f[so[j]:so[j + 1]].to("cpu", self._cache_dtype)
+        dev = point["coord"].device
+        return torch.cat([self.feature_cache[k].to(dev) for k in keys]).float()
+
     def forward(self, point) -> dict:
         """Decoder outputs (see `MaskQueryDecoder.forward`) for a collated batch."""
-        feat = self.features(point)
+        if self.feature_cache is not None and self.training and "event_index" in point and "file_index" in point:
+            feat = self._cached_features(point)
+        else:
+            feat = self.features(point)
         return self.decoder(feat.float(), point["coord"].float(), _as_tensor(point["offset"]).long())
 
     def training_step(self, batch, step: int):
