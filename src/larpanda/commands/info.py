@@ -46,6 +46,8 @@ def file_stats(path, energy_threshold: float = 0.13, skip_bad_events: bool = Fal
     from ..errors import DataError
 
     n = pilarnet.num_events(path)
+    if pilarnet.points_path(path).exists():
+        pilarnet.read_points_index(path, build=False)  # a stale/corrupt _points.npy would break the loader
     with pilarnet.open_h5(path) as f:
         version = pilarnet.file_version(f, path)
     raw, cut, parts, inters = [], [], [], []

@@ -14,7 +14,8 @@
 * Bad events: by default a malformed event raises `DataError` (file, event, field). With
   ``skip_bad_events=True`` it is logged (logger ``larpanda.data``), counted in ``self.skipped`` and in the
   item's ``skipped`` entry (so the count reaches the training log even from worker processes), and the next
-  event is returned instead.
+  event is returned instead; a whole file that cannot be indexed (not HDF5, missing datasets, bad
+  ``_points.npy``) is left out and listed in ``self.skipped_files``.
 * HDF5 handles are opened lazily in the process that reads (each DataLoader worker opens its own; a
   handle inherited across ``fork`` is never used: files are reopened when the pid changes).
 * Epoch-aware augmentation: the sampler below yields ``epoch * len(dataset) + i``; the item is event
@@ -106,8 +107,20 @@ class PILArNetDataset(torch.utils.data.Dataset):
         self.skipped: list[str] = []
         self.versions: list[int] = []
         rows, file_ids = [], []
-        for k, f in enumerate(self.files):
-            counts = pilarnet.read_points_index(f)
+        self.skipped_files: list[str] = []
+        good = []
+        for f in self.files:
+            try:
+                counts = pilarnet.read_points_index(f)
+            except DataError as exc:
+                if not self.skip_bad_events:
+                    raise
+                self.skipped_files.append(str(exc))
+                log.warning("skipping unreadable file: %s", exc)
+                continue
+            good.append((f, counts))
+        self.files = [f for f, _ in good]
+        for k, (f, counts) in enumerate(good):
             keep = np.flatnonzero(counts >= self.min_points)
             rows.append(keep)
             file_ids.append(np.full(len(keep), k, np.int64))

@@ -145,9 +145,16 @@ def read_raw(f, start: int, stop: int, version: int):
     """One h5py slice per dataset: object arrays of flat per-event arrays (no checks).
 
     ``f`` is an open h5py File, or a dict of its datasets (caching the lookups saves ~30 µs per read)."""
-    point = f["point"][start:stop]
-    cluster = f["cluster"][start:stop]
-    extra = f["cluster_extra"][start:stop] if version == 2 else None
+    try:
+        point = f["point"][start:stop]
+        cluster = f["cluster"][start:stop]
+        extra = f["cluster_extra"][start:stop] if version == 2 else None
+    except (OSError, RuntimeError, ValueError, TypeError) as exc:  # truncated / corrupted storage
+        where = f["point"].file.filename if "point" in f else None
+        raise DataError(
+            f"cannot read events {start}..{stop - 1} ({' '.join(str(exc).split())[:200]}); truncated or corrupted file?",
+            path=where, event=start,
+        ) from None
     return point, cluster, extra
 
 
@@ -190,13 +197,15 @@ def check_chunk(point, cluster, extra, version: int, path=None, first: int = 0, 
     p_off = np.concatenate([[0], np.cumsum(npts)])
     c_off = np.concatenate([[0], np.cumsum(nrows)])
     sizes = np.add.reduceat(cl[:, 0], c_off[:-1]) if n_ev else np.zeros(0, np.int64)
-    bad = np.flatnonzero((sizes != npts) | (np.minimum.reduceat(cl[:, 0], c_off[:-1]) < 0))
+    neg = np.flatnonzero(cl[:, 0] < 0)
+    bad = np.flatnonzero(sizes != npts)
+    if neg.size:
+        ev = int(np.searchsorted(c_off, neg[0], side="right") - 1)
+        if not bad.size or ev <= bad[0]:
+            raise DataError(f"negative cluster size {cl[neg[0], 0]} in row {neg[0] - c_off[ev]}", path, first + ev, "cluster")
     if bad.size:
         i = int(bad[0])
-        raise DataError(
-            f"cluster sizes sum to {sizes[i]} (or one is negative) but the event has {npts[i]} points",
-            path, first + i, "cluster",
-        )
+        raise DataError(f"cluster sizes sum to {sizes[i]} but the event has {npts[i]} points", path, first + i, "cluster")
 
     def _first_bad_point(mask, what, field):
         rows = np.flatnonzero(mask)
