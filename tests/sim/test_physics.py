@@ -65,3 +65,8 @@ def test_rotate_preserves_angle():
     n = ph.rotate(d, 0.3, 1.0)
     assert math.isclose(sum(a * a for a in n), 1.0, rel_tol=1e-12)
     assert math.isclose(sum(a * b for a, b in zip(d, n)), 0.3, rel_tol=1e-9)
+
+
+def test_moyal_fluctuation_is_centred():
+    x = ph.moyal_fluctuation(np.random.default_rng(0), 400_000)
+    assert abs(x.mean()) < 0.01 and x.max() <= 6.0 - 1.19 + 1e-9

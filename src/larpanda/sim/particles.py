@@ -126,9 +126,14 @@ def heavy_track(rng, kind, T0, pos, d, t0):
     # Landau-like fluctuations around the mean loss (spec-data §5.2)
     xi = ph.landau_xi(beta, ds)
     dE = np.maximum(dE + xi * ph.moyal_fluctuation(rng, len(dE)), 0.2 * dE)
-    # delta rays (spec-data §5.4)
+    # delta rays (spec-data §5.4): explicit above DELTA_TCUT; the continuous loss is the restricted
+    # one, Bethe minus the mean energy carried by those deltas, K/2 Z/A ρ/β² [ln(hi/Tc) − β²(1 − Tc/hi)]
     tmax = ph.tmax_delta(T_mid, mass)
     hi = np.minimum(tmax, T_mid)
+    above = hi > DELTA_TCUT
+    b2 = beta**2
+    carried = np.where(above, ph.DELTA_K / b2 * (np.log(np.maximum(hi, DELTA_TCUT) / DELTA_TCUT) - b2 * (1 - DELTA_TCUT / np.maximum(hi, DELTA_TCUT))), 0.0)
+    dE = np.maximum(dE - carried * ds, 0.5 * dE)
     nd = rng.poisson(ph.delta_rate(beta, DELTA_TCUT, hi) * ds)
     p0, p1, u = build_paths(rng, np.asarray([pos], float), np.asarray([d], float), ds, theta0, np.zeros(len(ds), np.int64))
     time = t0 + np.cumsum(ds / (beta * ph.C_CM_PER_NS)) - 0.5 * ds / (beta * ph.C_CM_PER_NS)
@@ -143,7 +148,6 @@ def heavy_track(rng, kind, T0, pos, d, t0):
     for j in np.flatnonzero(nd[i0 : i1 + 1]) + i0:
         for _ in range(int(nd[j])):
             Td = float(ph.sample_inv_square(rng.random(), DELTA_TCUT, max(hi[j], DELTA_TCUT * 1.0001)))
-            dE[j] = max(dE[j] - Td, 0.2 * dE[j])
             pe = math.sqrt(Td * (Td + 2 * ph.ME))
             pm = math.sqrt(tmax[j] * (tmax[j] + 2 * ph.ME))
             cos_t = min(1.0, (Td / pe) * (pm / tmax[j]))

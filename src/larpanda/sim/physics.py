@@ -137,7 +137,7 @@ def moyal_fluctuation(rng, n, cap=6.0):
     """
     z = rng.standard_normal(n)
     x = np.minimum(-np.log(np.maximum(z * z, 1e-300)), cap)
-    return x - 1.05  # mean of the capped distribution (≈1.05 at cap 6; 1.27 uncapped)
+    return x - 1.19  # mean of the capped distribution (1.19 at cap 6; 1.27 uncapped)
 
 
 # --- delta rays (spec-data §5.4) ------------------------------------------------------------------
