@@ -94,7 +94,9 @@ class SSLTransform:
         if rng is None:
             rng = np.random.default_rng()
         d = T.prepare(event, energy_threshold=energy_threshold)
-        return self.views(d["coord"], d["energy"], rng)
+        out = self.views(d["coord"], d["energy"], rng)
+        out["coord"] = d["coord"]  # the un-cropped event (the dataset checks its size; not collated)
+        return out
 
 
 def collate_views(samples) -> dict:

@@ -138,21 +138,34 @@ def seeded(*key):
 
 class _SeededItems(torch.utils.data.Dataset):
     """Wraps a dataset: item ``(epoch, i)`` is ``dataset[i]`` computed under RNGs seeded by (seed, epoch, i),
-    so augmentations do not depend on workers, ranks or where a run was resumed. A dataset with
-    ``set_epoch`` is told the epoch too."""
+    so augmentations do not depend on workers, ranks or where a run was resumed. A `PILArNetDataset`
+    (which seeds its own per-item rng from the epoch encoded in the index) gets ``epoch·len + i``."""
 
     def __init__(self, dataset, seed: int):
         self.dataset, self.seed = dataset, int(seed)
+        try:
+            from ..data.dataset import PILArNetDataset
+
+            self.epoch_in_index = isinstance(dataset, PILArNetDataset)
+        except ImportError:  # pragma: no cover
+            self.epoch_in_index = False
 
     def __len__(self):
         return len(self.dataset)
 
+    def _key(self, epoch, i):
+        return epoch * len(self.dataset) + i if self.epoch_in_index else i
+
     def __getitem__(self, key):
         epoch, i = key
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
         with seeded(self.seed, epoch, i):
-            return self.dataset[i]
+            return self.dataset[self._key(epoch, i)]
+
+    def __getitems__(self, keys):
+        if self.epoch_in_index and hasattr(self.dataset, "__getitems__"):
+            with seeded(self.seed, *keys[0]):
+                return self.dataset.__getitems__([self._key(e, i) for e, i in keys])
+        return [self[k] for k in keys]
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
