@@ -13,6 +13,8 @@ Overlaps: one point per voxel, energy summed, label from priority track > shower
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..data.event import Event
@@ -42,7 +44,7 @@ class Registry:
         self.pid.append(pid)
         self.mass.append(mass)
         self.p.append(p_gev)
-        self.vtx.append(tuple(float(x) for x in pos))
+        self.vtx.append(pos)
         self.inter.append(inter)
         self.group.append(i if group is None else group)
         self.parent.append(parent)
@@ -51,14 +53,14 @@ class Registry:
     def new(self, role, kind, T, pos, d, inter, parent=-1):
         """A particle starting its own group (tracks, shower roots, Michel, delta)."""
         mass = ph.MASS[kind]
-        return self._add(role, ph.PID[kind], mass, float(ph.momentum(T, mass)) / 1000.0, pos, inter, None, parent)
+        return self._add(role, ph.PID[kind], mass, math.sqrt(T * (T + 2 * mass)) / 1000.0, pos, inter, None, parent)
 
     def shower_fragment(self, parent, T, pos, d):
         """A cascade electron: joins the group of its parent (spec-data §1.6 SetGroupID)."""
         if parent == 0:
             return 0
         g = self.group[parent]
-        return self._add("shower", self.pid[g], ph.ME, float(ph.momentum(T, ph.ME)) / 1000.0, pos, self.inter[parent], g, parent)
+        return self._add("shower", self.pid[g], ph.ME, math.sqrt(T * (T + 2 * ph.ME)) / 1000.0, pos, self.inter[parent], g, parent)
 
 
 def _final_labels(reg, nvox):

@@ -54,9 +54,11 @@ def build_paths(rng, starts, dirs, ds, theta0, tid):
     if S == 0:
         z = np.zeros((0, 3))
         return z, z, z
-    first = np.r_[True, tid[1:] != tid[:-1]]
+    first = np.empty(S, bool)
+    first[0] = True
+    first[1:] = tid[1:] != tid[:-1]
     start_idx = np.flatnonzero(first)
-    seg_start = np.repeat(start_idx, np.diff(np.r_[start_idx, S]))
+    seg_start = np.repeat(start_idx, np.diff(np.append(start_idx, S)))
     lg = np.log1p(3.0 * theta0**2)
     clg = np.cumsum(lg)
     excl = clg - lg - (clg - lg)[seg_start]

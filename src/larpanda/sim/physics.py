@@ -193,6 +193,23 @@ def pair_length(E):
     return 18.0 / max(f, 1e-6)
 
 
+# fast scalar lookup of the total attenuation μ(E) = 1/λ_C + 1/λ_pair and the pair share (per cm)
+_LOG_E0, _LOG_DE, _NTAB = math.log(0.05), 0.01, 1200  # 0.05 MeV .. ~8 GeV
+_TAB_MU, _TAB_PAIR = [], []
+for _i in range(_NTAB + 1):
+    _e = math.exp(_LOG_E0 + _i * _LOG_DE)
+    _mu_c, _mu_p = 1.0 / compton_length(_e), 1.0 / pair_length(_e)
+    _TAB_MU.append(_mu_c + _mu_p)
+    _TAB_PAIR.append(_mu_p / (_mu_c + _mu_p))
+
+
+def attenuation(E):
+    """(μ_total per cm, pair fraction) at photon energy E (MeV), from a 1 %-spaced log table."""
+    i = int((math.log(E) - _LOG_E0) / _LOG_DE) if E > 0.05 else 0
+    i = min(max(i, 0), _NTAB)
+    return _TAB_MU[i], _TAB_PAIR[i]
+
+
 def klein_nishina(rnd, E):
     """Sample the scattered-photon energy fraction ε and cos θ (Geant4 standard Compton method)."""
     k = E / ME

@@ -21,7 +21,7 @@ from . import physics as ph
 from .particles import BOX_MARGIN, STEP_CM, build_paths
 
 K_MIN = 1.0  # MeV, lowest explicit brems photon (softer ones are part of the continuous loss)
-PHOTO_E = 0.1  # MeV, photons below this are absorbed locally (photoelectric)
+PHOTO_E = 0.15  # MeV, photons below this are absorbed locally (photoelectric dominates ≲ 0.1 MeV)
 POINT_E = 0.25  # MeV, electrons below this deposit in one point (range < 1.2 mm)
 _LO, _HI = -BOX_MARGIN - 20.0, ph.BOX_CM + BOX_MARGIN + 20.0
 
@@ -66,14 +66,13 @@ class Cascade:
                 if E < PHOTO_E:  # photo-absorption: an isolated LE deposit
                     self._point(E, pos, t, 0)
                     break
-                lc, lp = ph.compton_length(E), ph.pair_length(E)
-                mu = 1.0 / lc + 1.0 / lp
+                mu, pair_frac = ph.attenuation(E)
                 dist = rnd.expovariate(mu)
                 pos = (pos[0] + dist * d[0], pos[1] + dist * d[1], pos[2] + dist * d[2])
                 t += dist / ph.C_CM_PER_NS
                 if _outside(pos):
                     break
-                if rnd.random() * mu < 1.0 / lp:  # pair production
+                if E > 2 * ph.ME and rnd.random() < pair_frac:  # pair production
                     Tk = E - 2 * ph.ME
                     f = rnd.random()
                     for Te in (f * Tk, (1 - f) * Tk):
