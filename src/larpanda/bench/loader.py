@@ -125,7 +125,7 @@ def fast_loop(dataset, indices, batch_size: int):
 
 
 def run(points=None, quick: bool = False, device: str = "cpu", n_events: int | None = None, batch_size: int = 16,
-        workdir=None) -> list[dict]:
+        workdir=None, shuffled: bool = False) -> list[dict]:
     """Measure events/s of our loader and of the naive baseline (same file, same process, one core)."""
     import torch
 
@@ -157,6 +157,20 @@ def run(points=None, quick: bool = False, device: str = "cpu", n_events: int | N
             naive.append(time.perf_counter() - t)
         ds.close()
         f_eps, n_eps = len(idx) / min(fast), len(idx) / min(naive)
+        rows = []
+        if shuffled:  # training order: random events per batch, each read on its own
+            perm = np.random.default_rng(0).permutation(len(idx)).tolist()
+            fs, ns = [], []
+            for _ in range(reps):
+                t = time.perf_counter()
+                fast_loop(ds, perm, batch_size)
+                fs.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                naive_loop(path, perm, batch_size)
+                ns.append(time.perf_counter() - t)
+            rows.append({"what": "same, shuffled event order", "events": len(idx), "batch_size": batch_size,
+                         "threads": 1, "events_per_s": round(len(idx) / min(fs), 1),
+                         "baseline_events_per_s": round(len(idx) / min(ns), 1), "ratio": round(min(ns) / min(fs), 2)})
         return [{
             "what": "read+cut+normalize+log+gridsample+collate",
             "events": len(idx),
@@ -169,7 +183,7 @@ def run(points=None, quick: bool = False, device: str = "cpu", n_events: int | N
             "ratio": round(f_eps / n_eps, 2),
             "make_file_s": round(t_make, 2),
             "pid": os.getpid(),
-        }]
+        }] + rows
     finally:
         if tmp is not None:
             tmp.cleanup()
