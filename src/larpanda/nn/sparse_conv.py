@@ -17,6 +17,8 @@ Two numerically equivalent forward algorithms:
 * ``"pairs"``: per kernel offset, gather only the active (out, in) pairs, multiply by that offset's
   (C_in, C_out) weight and ``index_add_`` into the output (what the reference does).
 
+``"reference"``: per offset gather -> mm -> scatter-add (the official CPU baseline; benchmarks only).
+
 ``"auto"`` (default) picks per call: im2col does 27 N C_in C_out multiply-adds regardless of occupancy,
 pairs does (#pairs) C_in C_out in 27 smaller GEMMs; LArTPC events are sparse (few active neighbours per
 site) so pairs wins when the map is sparse, im2col when it is dense (see `bench/backbone.py`).
@@ -82,13 +84,17 @@ class KernelMap:
         self._pairs = None
 
     def pairs(self):
-        """List over the 27 offsets of (out_rows, in_rows) int64 tensors of active pairs."""
+        """Active (out_row, in_row) pairs of the 26 non-centre offsets, grouped by offset.
+
+        Returns (rows_out (P,), rows_in (P,), counts list of 27 ints; the centre offset 13 has count 0
+        because every site is its own centre neighbour and is handled by a dense GEMM)."""
         if self._pairs is None:
             valid = self.nbr < self.n
-            self._pairs = []
-            for k in range(27):
-                rows = torch.nonzero(valid[:, k], as_tuple=True)[0]
-                self._pairs.append((rows, self.nbr[rows, k]))
+            valid[:, 13] = False
+            rows_out, ks = torch.nonzero(valid.t(), as_tuple=True)[::-1]  # sorted by offset, then row
+            rows_in = self.nbr[rows_out, ks]
+            counts = torch.bincount(ks, minlength=27).tolist()
+            self._pairs = (rows_out, rows_in, counts)
         return self._pairs
 
 
@@ -96,21 +102,38 @@ def subm_conv(feat: torch.Tensor, kmap: KernelMap, weight: torch.Tensor, bias: t
     """Submanifold conv. feat (N, C_in), weight (C_out, 3, 3, 3, C_in) -> (N, C_out)."""
     c_out, c_in = weight.shape[0], weight.shape[-1]
     if algo == "auto":
-        # GEMM efficiency of the pairs path drops for small per-offset batches; measured crossover ~0.35.
-        algo = "im2col" if kmap.density > 0.35 else "pairs"
+        # im2col costs 27*N*C_in*C_out; pairs costs (#pairs)*C_in*C_out plus gathers and one scatter.
+        # LArTPC maps are sparse (density 0.08 at stage 0 to ~0.3 at stage 3), where pairs wins.
+        algo = "im2col" if kmap.density > 0.5 else "pairs"
     if algo == "im2col":
         padded = torch.cat([feat, feat.new_zeros(1, c_in)], 0)
         cols = padded[kmap.nbr].reshape(kmap.n, 27 * c_in)
         w = weight.reshape(c_out, 27 * c_in)
         return torch.addmm(bias, cols, w.t()) if bias is not None else cols @ w.t()
+    w = weight.reshape(c_out, 27, c_in)
+    center = 13  # offset (0,0,0): every site is its own neighbour -> one dense GEMM
+    out = torch.addmm(bias, feat, w[:, center].t()) if bias is not None else feat @ w[:, center].t()
     if algo == "pairs":
-        w = weight.reshape(c_out, 27, c_in)
-        center = 13  # offset (0,0,0): every site is its own neighbour
-        out = torch.addmm(bias, feat, w[:, center].t()) if bias is not None else feat @ w[:, center].t()
-        for k, (rows_out, rows_in) in enumerate(kmap.pairs()):
-            if k == center or rows_out.numel() == 0:
-                continue
-            out = out.index_add(0, rows_out, feat[rows_in] @ w[:, k].t())
+        # one GEMM per offset on the gathered active inputs, then ONE scatter-add of all products
+        rows_out, rows_in, counts = kmap.pairs()
+        if rows_out.numel() == 0:
+            return out
+        x = feat[rows_in]
+        parts, start = [], 0
+        for k, c in enumerate(counts):
+            if c:
+                parts.append(x[start : start + c] @ w[:, k].t())
+                start += c
+        return out.index_add(0, rows_out, torch.cat(parts, 0))
+    if algo == "reference":
+        # the official CPU baseline's structure: per offset gather -> mm -> scatter-add
+        rows_out, rows_in, counts = kmap.pairs()
+        start = 0
+        for k, c in enumerate(counts):
+            if c:
+                ro, ri = rows_out[start : start + c], rows_in[start : start + c]
+                out = out.index_put((ro,), feat[ri] @ w[:, k].t(), accumulate=True)
+                start += c
         return out
     raise ValueError(f"unknown sparse conv algorithm {algo!r}")
 
