@@ -80,6 +80,7 @@ def run(args):
     out = str(args.out)
     if ".h5" in (out[:-3] if out.endswith(".h5") else out):
         raise UserError(f"--out {args.out}: '.h5' may only appear at the end (loaders replace every '.h5' to find _points.npy)")
+    split_counts(args.events, args.split)  # validates --split even for a single .h5 output
     files = plan(args.events, args.out, args.split, args.events_per_file)
     progress = not args.quiet and sys.stderr.isatty()
     t0 = time.perf_counter()
