@@ -84,6 +84,16 @@ def test_two_ranks_cover_every_event_once(n, pad):
     assert all(i >= n for i in s)  # epoch encoded in the index (augmentation seeds)
 
 
+@pytest.mark.parametrize("n", [37, 40])
+def test_block_shuffle_shards_keep_runs(n):
+    shards = [np.array(list(EventShardSampler(n, 2, r, seed=2, pad=False, block=8))) for r in (0, 1)]
+    assert sorted(np.concatenate(shards).tolist()) == list(range(n))
+    whole = np.concatenate(shards)
+    assert whole.tolist() != list(range(n))  # shuffled
+    runs = np.split(whole, np.flatnonzero(np.diff(whole) != 1) + 1)
+    assert all(len(r) <= 8 and r[0] % 8 == 0 for r in runs[:2])  # runs start on block boundaries
+
+
 def test_padded_sampler_equal_lengths():
     a = list(EventShardSampler(11, 3, 0, seed=1))
     c = list(EventShardSampler(11, 3, 2, seed=1))

@@ -81,6 +81,8 @@ class PILArNetDataset(torch.utils.data.Dataset):
         seed: base seed of the per-item augmentation RNG.
         skip_bad_events: log, count and replace malformed events instead of raising.
         after_cut_min_points: if set, events with fewer points after the cut are replaced by the next one.
+        read_extra: read and check ``cluster_extra`` (momentum, vertex). Default True; `prepare` does not use
+            it, so False saves one vlen read per run of events (a malformed cluster_extra then goes unnoticed).
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class PILArNetDataset(torch.utils.data.Dataset):
         seed: int = 0,
         skip_bad_events: bool = False,
         after_cut_min_points: int | None = None,
+        read_extra: bool = True,
     ):
         self.files = find_files(paths, split)
         self.energy_threshold = energy_threshold
@@ -104,6 +107,7 @@ class PILArNetDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.skip_bad_events = bool(skip_bad_events)
         self.after_cut_min_points = after_cut_min_points
+        self.read_extra = bool(read_extra)
         self.skipped: list[str] = []
         self.versions: list[int] = []
         rows, file_ids = [], []
@@ -184,7 +188,7 @@ class PILArNetDataset(torch.utils.data.Dataset):
             while e < len(order) and self.file_ids[order[e]] == k and self.rows[order[e]] == r0 + (e - j):
                 e += 1
             h, ver = self._file(k)
-            point, cluster, extra = pilarnet.read_raw(h, r0, r0 + e - j, ver)
+            point, cluster, extra = pilarnet.read_raw(h, r0, r0 + e - j, ver, self.read_extra)
             pts, cls, exs, pack = pilarnet.check_chunk(point, cluster, extra, ver, self.files[k], r0, packed=True)
             packs.append(pack)
             for m in range(e - j):
@@ -274,14 +278,16 @@ class PILArNetDataset(torch.utils.data.Dataset):
 class EventShardSampler(torch.utils.data.Sampler):
     """Shards dataset indices across DDP ranks; deterministic shuffle per epoch (call `set_epoch`).
 
-    Every epoch draws one permutation from ``seed + epoch`` (identical on all ranks); rank ``r`` takes
-    positions ``r, r + R, r + 2R, ...``. With ``pad=True`` (training) the permutation is wrapped so every
+    Every epoch draws one permutation from ``(seed, epoch)`` (identical on all ranks); rank ``r`` takes the
+    ``r``-th of ``R`` contiguous shares of it. ``block > 1`` permutes runs of ``block`` consecutive events
+    instead of single events (events in a file are independent simulations, so batches stay random, and a
+    run is read with one h5py slice: ~1.6x faster in `larpanda.bench.loader`). With ``pad=True`` (training) the permutation is wrapped so every
     rank gets ``ceil(N / R)`` indices (a few events repeat); with ``pad=False`` (evaluation) every event is
     seen exactly once over all ranks. Yields ``epoch * N + i`` (see `PILArNetDataset`).
     """
 
     def __init__(self, dataset, num_replicas: int | None = None, rank: int | None = None, shuffle: bool = True,
-                 seed: int = 0, pad: bool = True, drop_last: bool = False):
+                 seed: int = 0, pad: bool = True, drop_last: bool = False, block: int = 1):
         dist = torch.distributed
         if num_replicas is None:
             num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -292,23 +298,28 @@ class EventShardSampler(torch.utils.data.Sampler):
         self.n = len(dataset) if not isinstance(dataset, int) else int(dataset)
         self.num_replicas, self.rank = int(num_replicas), int(rank)
         self.shuffle, self.seed, self.pad, self.drop_last = shuffle, int(seed), pad, drop_last
+        self.block = max(1, int(block))
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def _indices(self) -> np.ndarray:
+        idx = np.arange(self.n)
         if self.shuffle:
-            idx = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-        else:
-            idx = np.arange(self.n)
+            rng = np.random.default_rng([self.seed, self.epoch])
+            if self.block > 1:  # shuffle runs of `block` consecutive events (one h5py slice per run)
+                starts = rng.permutation(np.arange(0, self.n, self.block))
+                idx = np.concatenate([np.arange(a, min(a + self.block, self.n)) for a in starts]) if self.n else idx
+            else:
+                idx = rng.permutation(self.n)
         R = self.num_replicas
         if self.drop_last:
             idx = idx[: (self.n // R) * R]
         elif self.pad and self.n % R and self.n:
             extra = R - self.n % R
             idx = np.concatenate([idx, np.resize(idx, extra)])
-        return idx[self.rank :: R]
+        return np.array_split(idx, R)[self.rank]  # contiguous share: keeps the runs together
 
     def __iter__(self):
         return iter((self._indices() + self.epoch * self.n).tolist())
@@ -319,7 +330,7 @@ class EventShardSampler(torch.utils.data.Sampler):
             return self.n // R
         if self.pad:
             return math.ceil(self.n / R)
-        return len(range(self.rank, self.n, R))
+        return len(np.array_split(np.arange(self.n), R)[self.rank])
 
 
 def _passthrough(batch):
@@ -334,7 +345,7 @@ class _EpochBatchSampler(torch.utils.data.BatchSampler):
 
 
 def make_loader(dataset, batch_size: int, shuffle: bool = True, seed: int = 0, num_workers: int = 0,
-                drop_last: bool = False, pad: bool | None = None, collate_fn=None) -> torch.utils.data.DataLoader:
+                drop_last: bool = False, pad: bool | None = None, collate_fn=None, block: int = 1) -> torch.utils.data.DataLoader:
     """A DataLoader over an `EventShardSampler` (DDP-aware: ranks from torch.distributed when initialised)
     yielding packed `Point` batches (``offset`` = cumulative counts).
 
@@ -343,7 +354,7 @@ def make_loader(dataset, batch_size: int, shuffle: bool = True, seed: int = 0, n
     one by one and merged by ``collate_fn`` (default `collate`). Call ``loader.sampler.set_epoch(e)`` (batched
     mode: ``loader.batch_sampler.set_epoch(e)``; both work through `set_loader_epoch`) every epoch.
     """
-    sampler = EventShardSampler(dataset, shuffle=shuffle, seed=seed, pad=shuffle if pad is None else pad)
+    sampler = EventShardSampler(dataset, shuffle=shuffle, seed=seed, pad=shuffle if pad is None else pad, block=block)
     common = dict(num_workers=num_workers, persistent_workers=num_workers > 0)
     if collate_fn is None and isinstance(dataset, PILArNetDataset):
         bs = _EpochBatchSampler(sampler, batch_size, drop_last)

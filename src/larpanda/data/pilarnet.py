@@ -141,14 +141,15 @@ def _write_npy(path, arr) -> None:
 # --------------------------------------------------------------------------------------------- read
 
 
-def read_raw(f, start: int, stop: int, version: int):
+def read_raw(f, start: int, stop: int, version: int, read_extra: bool = True):
     """One h5py slice per dataset: object arrays of flat per-event arrays (no checks).
 
-    ``f`` is an open h5py File, or a dict of its datasets (caching the lookups saves ~30 µs per read)."""
+    ``f`` is an open h5py File, or a dict of its datasets (caching the lookups saves ~30 µs per read).
+    ``read_extra=False`` skips ``cluster_extra`` (returns None; the per-point labels do not use it)."""
     try:
         point = f["point"][start:stop]
         cluster = f["cluster"][start:stop]
-        extra = f["cluster_extra"][start:stop] if version == 2 else None
+        extra = f["cluster_extra"][start:stop] if version == 2 and read_extra else None
     except (OSError, RuntimeError, ValueError, TypeError) as exc:  # truncated / corrupted storage
         where = f["point"].file.filename if "point" in f else None
         raise DataError(
@@ -179,7 +180,7 @@ def check_chunk(point, cluster, extra, version: int, path=None, first: int = 0, 
             path, first + int(bad[0]), "cluster",
         )
     npts, nrows = plen // 8, clen // ncol
-    if version == 2:
+    if version == 2 and extra is not None:
         elen = np.fromiter((len(x) for x in extra), dtype=np.int64, count=n_ev)
         bad = np.flatnonzero((elen % 5) | (elen // 5 != nrows))
         if bad.size:
@@ -240,7 +241,7 @@ def check_chunk(point, cluster, extra, version: int, path=None, first: int = 0, 
     points = np.split(pts, p_off[1:-1])
     clusters = np.split(cl, c_off[1:-1])
     extras = None
-    if version == 2:
+    if version == 2 and extra is not None:
         ex = np.concatenate([np.asarray(x, dtype=np.float32) for x in extra]).reshape(-1, 5)
         extras = np.split(ex, c_off[1:-1])
     if packed:
