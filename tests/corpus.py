@@ -234,5 +234,5 @@ def make_corpus(tmp) -> list[Case]:
         exs[BAD] = -np.ones(5, np.float32)
 
     case("huge_event_200k", "ok", huge, invalid=False,
-         note="200k voxels: read + transforms work (memory ~40 MB); model memory is the backbone's bound")
+         note="200k voxels: read + cut + transforms work; the model memory bound is the backbone's")
     return cases
