@@ -83,10 +83,12 @@ class Cascade:
                 Te = E * (1.0 - eps)
                 phi = 2 * math.pi * rnd.random()
                 dn = ph.rotate(d, cos_t, phi)
-                # electron momentum = p_γ − p_γ'
-                pe = (E * d[0] - E * eps * dn[0], E * d[1] - E * eps * dn[1], E * d[2] - E * eps * dn[2])
-                n = math.sqrt(pe[0] ** 2 + pe[1] ** 2 + pe[2] ** 2) or 1.0
-                self._electron(Te, pos, (pe[0] / n, pe[1] / n, pe[2] / n), t, frag)
+                if Te < POINT_E:  # sub-voxel electron: no direction needed
+                    self._point(Te, pos, t, 0)
+                else:  # electron momentum = p_γ − p_γ'
+                    pe = (E * d[0] - E * eps * dn[0], E * d[1] - E * eps * dn[1], E * d[2] - E * eps * dn[2])
+                    n = math.sqrt(pe[0] ** 2 + pe[1] ** 2 + pe[2] ** 2) or 1.0
+                    self._electron(Te, pos, (pe[0] / n, pe[1] / n, pe[2] / n), t, frag)
                 E, d = E * eps, dn
 
     def _electron(self, Te, pos, d, t, parent):
