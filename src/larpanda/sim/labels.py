@@ -117,6 +117,49 @@ def _led_blips(rng, n, anchor_ijk, taken):
     return ijk, np.minimum(e, 5.0)
 
 
+_NEIGH = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) != (0, 0, 0)])
+
+
+def merge_touching(reg, f_fv, src_fv, is_pt, k_fv):
+    """LE pieces of a shower group (small Compton/brems fragments, sub-voxel electrons) that touch a
+    labelled voxel of their own group (26-neighbourhood) join that fragment, as Supera's
+    shower-touching-LEScatter merge does. Whole fragments move together; points move one by one.
+
+    Args: per (fragment, voxel) entry: current fragment (0 = LE), source fragment, point flag, voxel key.
+    Returns the updated fragment array.
+    """
+    grp = np.asarray(reg.group)
+    cand = (f_fv == 0) & (src_fv > 0)
+    if not cand.any():
+        return f_fv
+    lab = f_fv > 0
+    gk = grp[f_fv[lab]] * (GRID**3) + k_fv[lab]
+    order = np.argsort(gk)
+    gk, gf = gk[order], f_fv[lab][order]
+    ci = np.flatnonzero(cand)
+    ijk = key_to_ijk(k_fv[ci])
+    g = grp[src_fv[ci]]
+    nb = ijk[:, None, :] + _NEIGH[None]  # (C, 26, 3)
+    valid = ((nb >= 0) & (nb < GRID)).all(axis=2)
+    nkey = g[:, None] * (GRID**3) + voxel_key(np.clip(nb, 0, GRID - 1).reshape(-1, 3)).reshape(nb.shape[:2])
+    pos = np.clip(np.searchsorted(gk, nkey), 0, max(len(gk) - 1, 0))
+    hit = valid & (len(gk) > 0) & (gk[pos] == nkey) if len(gk) else np.zeros(nkey.shape, bool)
+    touched = hit.any(axis=1)
+    match = np.where(touched, gf[pos[np.arange(len(ci)), np.argmax(hit, axis=1)]] if len(gk) else 0, 0)
+    out = f_fv.copy()
+    pts = is_pt[ci]
+    sel = touched & pts
+    out[ci[sel]] = match[sel]
+    # fragments: if any voxel touches, all voxels of that source fragment go to the first match
+    fr = ~pts & touched
+    if fr.any():
+        srcs, first = np.unique(src_fv[ci[fr]], return_index=True)
+        dest = dict(zip(srcs.tolist(), match[fr][first].tolist()))
+        whole = ~pts & np.isin(src_fv[ci], srcs)
+        out[ci[whole]] = [dest[s] for s in src_fv[ci[whole]].tolist()]
+    return out
+
+
 def assemble(rng, reg, cascade, heavy, led_fraction, e_floor=0.01):
     """Voxelise all deposits, label them, add LED background and build the v2 Event."""
     cseg, cpts = cascade.arrays()
@@ -136,22 +179,28 @@ def assemble(rng, reg, cascade, heavy, led_fraction, e_floor=0.01):
     ne = np.concatenate([ne, pe / ph.W_ION * ph.recombination(10.0)])
     t = np.concatenate([tm[sidx], cpts["time"]])
     f = np.concatenate([fr[sidx], cpts["frag"]])
+    origin = np.concatenate([fr[sidx], cpts.get("origin", cpts["frag"])])
     ok = inside(ijk) & (e > 0)
-    ijk, e, dx, ne, t, f = ijk[ok], e[ok], dx[ok], ne[ok], t[ok], f[ok]
+    ijk, e, dx, ne, t, f, origin = ijk[ok], e[ok], dx[ok], ne[ok], t[ok], f[ok], origin[ok]
     key = voxel_key(ijk)
-    # aggregate per (fragment, voxel)
-    fk = f * (GRID**3) + key
+    # aggregate per (fragment, origin, voxel); LE points keep the fragment whose photon made them
+    code = origin * 2 + ((f == 0) & (origin > 0))
+    fk = code * (GRID**3) + key
     ufk, inv = np.unique(fk, return_inverse=True)
     E_fv = np.bincount(inv, e)
     dx_fv = np.bincount(inv, dx)
     ne_fv = np.bincount(inv, ne)
     t_fv = np.full(len(ufk), np.inf)
     np.minimum.at(t_fv, inv, t)
-    f_fv, k_fv = ufk // (GRID**3), ufk % (GRID**3)
+    c_fv, k_fv = ufk // (GRID**3), ufk % (GRID**3)
+    src_fv = c_fv // 2
+    is_pt = (c_fv % 2) == 1
+    f_fv = np.where(is_pt, 0, src_fv)
     # fragment sizes count voxels above Supera's 0.05 MeV deposit threshold (spec-data §1.6, §5.9)
     nvox = np.bincount(f_fv[E_fv >= 0.05], minlength=len(reg))
     target, motif = _final_labels(reg, nvox)
     f_fv = target[f_fv]
+    f_fv = merge_touching(reg, f_fv, src_fv, is_pt, k_fv)
     m_fv = motif[f_fv]
     # one point per voxel: the highest-priority label wins, energies are summed
     order = np.lexsort((-E_fv, PRIORITY[m_fv], k_fv))

@@ -42,7 +42,7 @@ class Cascade:
         self.electrons = []  # (E, pos, dir, t, frag)
         self.photons = []  # (E, pos, dir, t, frag_parent)
         self.seg = {"p0": [], "p1": [], "dE": [], "time": [], "frag": []}
-        self.pts = {"pos": [], "E": [], "time": [], "frag": []}
+        self.pts = {"pos": [], "E": [], "time": [], "frag": [], "origin": []}
 
     def add_electron(self, E, pos, d, t, frag):
         self.electrons.append((E, tuple(pos), tuple(d), t, frag))
@@ -50,7 +50,10 @@ class Cascade:
     def add_photon(self, E, pos, d, t, frag):
         self.photons.append((E, tuple(pos), tuple(d), t, frag))
 
-    def _point(self, E, pos, t, frag):
+    def _point(self, E, pos, t, frag, origin=0):
+        """A one-voxel deposit. ``origin``: the fragment whose photon made it (for the merge of LE
+        pieces touching their own shower, labels.py), 0 if none."""
+        self.pts["origin"].append(origin if origin else frag)
         self.pts["pos"].append(pos)
         self.pts["E"].append(E)
         self.pts["time"].append(t)
@@ -64,7 +67,7 @@ class Cascade:
             E, pos, d, t, frag = photons.pop()
             while True:
                 if E < PHOTO_E:  # photo-absorption: an isolated LE deposit
-                    self._point(E, pos, t, 0)
+                    self._point(E, pos, t, 0, frag)
                     break
                 mu, pair_frac = ph.attenuation(E)
                 dist = rnd.expovariate(mu)
@@ -84,7 +87,7 @@ class Cascade:
                 phi = 2 * math.pi * rnd.random()
                 dn = ph.rotate(d, cos_t, phi)
                 if Te < POINT_E:  # sub-voxel electron: no direction needed
-                    self._point(Te, pos, t, 0)
+                    self._point(Te, pos, t, 0, frag)
                 else:  # electron momentum = p_γ − p_γ'
                     pe = (E * d[0] - E * eps * dn[0], E * d[1] - E * eps * dn[1], E * d[2] - E * eps * dn[2])
                     n = math.sqrt(pe[0] ** 2 + pe[1] ** 2 + pe[2] ** 2) or 1.0
@@ -93,7 +96,7 @@ class Cascade:
 
     def _electron(self, Te, pos, d, t, parent):
         if Te < POINT_E:
-            self._point(Te, pos, t, 0)  # sub-voxel electron: LE (spec-data §1.6)
+            self._point(Te, pos, t, 0, parent)  # sub-voxel electron: LE (spec-data §1.6)
             return
         frag = self.new_fragment(parent, Te, pos, d) if parent != 0 else 0
         self.electrons.append((Te, pos, d, t, frag))
@@ -193,5 +196,6 @@ class Cascade:
             "E": np.asarray(self.pts["E"], float),
             "time": np.asarray(self.pts["time"], float),
             "frag": np.asarray(self.pts["frag"], np.int64),
+            "origin": np.asarray(self.pts["origin"], np.int64),
         }
         return seg, pts
