@@ -125,3 +125,16 @@ def test_cli_subprocess_one_line_no_traceback(cases):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()]
     assert r.stderr.startswith(f"larpanda: error: {c.path} event 1: point: non-finite energy nan")
+
+
+def test_worker_error_is_one_clean_line(cases):
+    from larpanda.data import make_loader
+
+    c = cases["nan_energy"]
+    ds = PILArNetDataset(c.path, min_points=0)
+    loader = make_loader(ds, batch_size=3, shuffle=False, num_workers=1)
+    with pytest.raises(DataError) as ei:
+        list(loader)
+    msg = str(ei.value)
+    assert "\n" not in msg and "Traceback" not in msg
+    assert msg.startswith(f"{c.path} event 1: point: non-finite energy")

@@ -98,6 +98,18 @@ def test_prepare_batch_equals_collate_of_prepare():
         assert torch.equal(a[k], b[k]), k
 
 
+def test_prepare_batch_with_empty_event_and_no_cut():
+    ev = synthetic_event(np.random.default_rng(5), 400)
+    empty = Event(np.zeros((0, 8), np.float32), np.array([[0, -1, -1, -1, 4, -1]]), -np.ones((1, 5), np.float32))
+    a = T.prepare_batch([ev, empty, ev])
+    b = collate([T.prepare(e) for e in (ev, empty, ev)])
+    for k in b:
+        assert torch.equal(a[k], b[k]), k
+    n = int(a["offset"][0])
+    assert a["offset"].tolist() == [n, n, 2 * n]
+    assert len(T.prepare_batch([ev], energy_threshold=None)["coord"]) == len(ev)
+
+
 def test_augmentations_deterministic_and_leave_grid_coord_alone():
     ev = synthetic_event(np.random.default_rng(4), 800)
     base = T.prepare(ev)

@@ -337,6 +337,34 @@ def _passthrough(batch):
     return batch
 
 
+def _clean_worker_error(exc: DataError) -> DataError:
+    """A DataError re-raised by a DataLoader worker carries the worker traceback as its message; recover
+    the original one-line ``FILE event K: field: what`` so the CLI prints one clean line."""
+    lines = str(exc).splitlines()
+    for line in reversed(lines):
+        _, sep, rest = line.partition("DataError: ")  # "larpanda.errors.DataError: <message>"
+        if sep:
+            return DataError(rest.strip())
+    return DataError(lines[0] if lines else "DataLoader worker failed")
+
+
+class _Loader(torch.utils.data.DataLoader):
+    """DataLoader whose worker-side DataErrors come back as the original one-line message."""
+
+    def __iter__(self):
+        it = super().__iter__()
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except DataError as exc:
+                if "\n" in str(exc):
+                    raise _clean_worker_error(exc) from None
+                raise
+            yield batch
+
+
 class _EpochBatchSampler(torch.utils.data.BatchSampler):
     """BatchSampler that forwards `set_epoch` to its `EventShardSampler`."""
 
@@ -358,8 +386,8 @@ def make_loader(dataset, batch_size: int, shuffle: bool = True, seed: int = 0, n
     common = dict(num_workers=num_workers, persistent_workers=num_workers > 0)
     if collate_fn is None and isinstance(dataset, PILArNetDataset):
         bs = _EpochBatchSampler(sampler, batch_size, drop_last)
-        return torch.utils.data.DataLoader(dataset, sampler=bs, batch_size=None, collate_fn=_passthrough, **common)
-    return torch.utils.data.DataLoader(
+        return _Loader(dataset, sampler=bs, batch_size=None, collate_fn=_passthrough, **common)
+    return _Loader(
         dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn or collate, drop_last=drop_last, **common
     )
 
