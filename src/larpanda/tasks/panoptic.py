@@ -84,6 +84,7 @@ class PanopticModel(nn.Module):
         lv = LEVELS[level]
         bb = dict(backbone)
         bb["enc_mode"] = True
+        bb["mask_token"] = False  # spec-model §4.1 (the SSL mask token is dropped on load)
         for k in ("dec_depths", "dec_channels", "dec_num_head", "dec_patch_size", "freeze_encoder"):
             bb.pop(k, None)
         self.backbone_kwargs = bb
