@@ -110,9 +110,11 @@ def subm_conv(feat: torch.Tensor, kmap: KernelMap, weight: torch.Tensor, bias: t
         cols = padded[kmap.nbr].reshape(kmap.n, 27 * c_in)
         w = weight.reshape(c_out, 27 * c_in)
         return torch.addmm(bias, cols, w.t()) if bias is not None else cols @ w.t()
-    w = weight.reshape(c_out, 27, c_in)
+    # (27, C_in, C_out) split with unbind: its backward stacks the 27 grads once (slicing w[:, k] per
+    # offset would allocate and add a zero tensor of the full weight size for every offset)
+    w = weight.reshape(c_out, 27, c_in).permute(1, 2, 0).unbind(0)
     center = 13  # offset (0,0,0): every site is its own neighbour -> one dense GEMM
-    out = torch.addmm(bias, feat, w[:, center].t()) if bias is not None else feat @ w[:, center].t()
+    out = torch.addmm(bias, feat, w[center]) if bias is not None else feat @ w[center]
     if algo == "pairs":
         # one GEMM per offset on the gathered active inputs, then ONE scatter-add of all products
         rows_out, rows_in, counts = kmap.pairs()
@@ -122,7 +124,7 @@ def subm_conv(feat: torch.Tensor, kmap: KernelMap, weight: torch.Tensor, bias: t
         parts, start = [], 0
         for k, c in enumerate(counts):
             if c:
-                parts.append(x[start : start + c] @ w[:, k].t())
+                parts.append(x[start : start + c] @ w[k])
                 start += c
         return out.index_add(0, rows_out, torch.cat(parts, 0))
     if algo == "reference":
@@ -132,7 +134,7 @@ def subm_conv(feat: torch.Tensor, kmap: KernelMap, weight: torch.Tensor, bias: t
         for k, c in enumerate(counts):
             if c:
                 ro, ri = rows_out[start : start + c], rows_in[start : start + c]
-                out = out.index_put((ro,), feat[ri] @ w[:, k].t(), accumulate=True)
+                out = out.index_put((ro,), feat[ri] @ w[k], accumulate=True)
                 start += c
         return out
     raise ValueError(f"unknown sparse conv algorithm {algo!r}")
