@@ -129,6 +129,8 @@ def format_table(s: dict) -> str:
 
 def run(args):
     import json
+    import os
+    import sys
 
     from ..data import pilarnet
     from ..errors import UserError
@@ -142,12 +144,16 @@ def run(args):
         except ImportError:
             raise UserError("--plot: the HTML report (larpanda.viz.display.stats_report) is not available in this build") from None
         stats_report(args.file, args.plot)
-    if args.json:
-        print(json.dumps(stats))
-    else:
-        print(format_table(stats))
-        for msg in stats["skipped"][:10]:
-            print(f"skipped: {msg}")
-        if args.plot:
-            print(f"report written to {args.plot}")
+    try:
+        if args.json:
+            print(json.dumps(stats))
+        else:
+            print(format_table(stats))
+            for msg in stats["skipped"][:10]:
+                print(f"skipped: {msg}")
+            if args.plot:
+                print(f"report written to {args.plot}")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `larpanda info F | head`: stop quietly, no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
