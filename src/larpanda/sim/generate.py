@@ -206,7 +206,8 @@ def generate_events(n: int, seed: int, start_index: int = 0, workers: int = 1, p
     """Events start_index .. start_index+n−1 of stream ``seed``.
 
     ``workers`` > 1 uses a pool of spawn processes (or pass an open ``pool`` to reuse one); the result is
-    identical whatever ``workers``, since each event is seeded from (seed, index) only.
+    identical whatever ``workers``, since each event is seeded from (seed, index) only. As with any
+    spawn pool, a calling script must guard its entry point with ``if __name__ == "__main__":``.
     """
     idx = list(range(start_index, start_index + n))
     if (workers <= 1 and pool is None) or n < 2:
