@@ -158,3 +158,16 @@ def test_skip_bad_events_counts_and_replaces(tmp_path):
     batch = ds[[0, 1, 2]]
     assert batch["event_index"].tolist() == [0, 2, 2] and int(batch["skipped"].sum()) == 1
     assert len(ds.skipped) == 2 and "event 1" in ds.skipped[0]
+
+
+def test_handles_reopened_after_fork_pid_change(root):
+    root, _ = root
+    ds = PILArNetDataset(root, split="train")
+    h0, _ = ds._file(0)
+    assert ds._file(0)[0] is h0  # cached within a process
+    ds._pid = -1  # as seen by a forked child: the parent's handles must not be used
+    h1, _ = ds._file(0)
+    assert h1 is not h0 and h1["_file"].id.valid
+    state = ds.__getstate__()  # spawn/pickle: no open handles travel
+    assert state["_handles"] == {}
+    ds.close()
