@@ -75,10 +75,11 @@ def test_forward_backward_every_preset(fixtures_dir, preset):
     else:
         m = PointTransformerV3(**cfg)
     m.train()
-    e = collate([_event(fixtures_dir, n=300)])
-    e["mask"] = torch.rand(300, generator=torch.Generator().manual_seed(0)) < 0.3
+    n = 150
+    e = collate([_event(fixtures_dir, n=n)])
+    e["mask"] = torch.rand(n, generator=torch.Generator().manual_seed(0)) < 0.3
     out = m(e)
-    assert out.feat.shape == (300, sum(cfg["enc_channels"]))
+    assert out.feat.shape == (n, sum(cfg["enc_channels"]))
     out.feat.square().mean().backward()
     grads = {n: p.grad for n, p in m.named_parameters()}
     assert grads["embedding.mask_token"] is not None and grads["embedding.mask_token"].abs().sum() > 0

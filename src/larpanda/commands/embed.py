@@ -1,13 +1,71 @@
-"""`larpanda embed` (placeholder until implemented)."""
+"""`larpanda embed --weights W --data IN.h5 --out OUT.h5`: per-point backbone features.
+
+Layout of OUT.h5 (written atomically): for event i of IN.h5,
+``feat`` vlen float32, event i's features flattened row-major, shape (n_i, C) with C = attrs["channels"];
+``index`` vlen int64, the row of each feature in the event's ``point`` array (rows removed by the energy
+cut are absent); ``num_points`` (E,) int64 = n_i; attrs ``source`` (input file), ``weights``,
+``channels``, ``energy_threshold``. Row j of event i: ``feat[i].reshape(-1, C)[j]`` belongs to voxel
+``point[i].reshape(-1, 8)[index[i][j]]``.
+"""
+
+from __future__ import annotations
 
 
 def add_parser(sub):
-    p = sub.add_parser("embed", help="(not implemented yet)")
+    p = sub.add_parser("embed", help="per-point backbone features to HDF5",
+                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+    p.add_argument("--weights", required=True, help="weights dir, .safetensors or official Panda .pth")
+    p.add_argument("--data", required=True, help="PILArNet-M HDF5 file")
+    p.add_argument("--out", required=True, help="output HDF5 file")
+    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--stop", type=int, default=None)
+    p.add_argument("--energy-threshold", type=float, default=0.13, help="MeV; voxels at or below are dropped")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
     return p
 
 
 def run(args):
-    from ..errors import UserError
+    import inspect
 
-    raise UserError("'embed' is not implemented yet")
+    import h5py
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from ..atomic import atomic_path
+    from ..data import pilarnet
+    from ..errors import UserError
+    from ..io import load_model
+
+    model = load_model(args.weights)
+    if not hasattr(model, "embed"):
+        raise UserError(f"{args.weights}: this model has no embed()")
+    try:
+        model.to(torch.device(args.device))
+    except (RuntimeError, AssertionError) as exc:
+        raise UserError(f"--device {args.device}: {exc}") from None
+    events = pilarnet.read_events(args.data, args.start, args.stop)
+    feats, idxs = [], []
+    takes_thr = "energy_threshold" in inspect.signature(model.embed).parameters
+    if not takes_thr and args.energy_threshold != 0.13:
+        raise UserError("--energy-threshold: this model's embed() uses its own configured threshold")
+    for ev in tqdm(events, disable=args.quiet or None, desc="embed"):
+        f = model.embed(ev, energy_threshold=args.energy_threshold) if takes_thr else model.embed(ev)
+        keep = np.flatnonzero(ev.energy > np.float32(args.energy_threshold))
+        feats.append(np.asarray(f, np.float32))
+        idxs.append(keep.astype(np.int64))
+    channels = int(feats[0].shape[1]) if feats else 0
+    with atomic_path(args.out) as tmp:
+        with h5py.File(tmp, "w") as f:
+            d = f.create_dataset("feat", (len(feats),), dtype=h5py.vlen_dtype(np.float32))
+            x = f.create_dataset("index", (len(idxs),), dtype=h5py.vlen_dtype(np.int64))
+            for i, (a, b) in enumerate(zip(feats, idxs)):
+                d[i] = a.reshape(-1)
+                x[i] = b
+            f.create_dataset("num_points", data=np.array([len(b) for b in idxs], np.int64))
+            f.attrs.update(source=str(args.data), weights=str(args.weights), channels=channels,
+                           energy_threshold=args.energy_threshold, first_event=args.start)
+    print(f"wrote {args.out}: {len(feats)} events, {channels} channels")
+    return 0
