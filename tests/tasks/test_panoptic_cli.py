@@ -1,0 +1,45 @@
+"""End to end: `larpanda train panoptic` → `evaluate --task panoptic` → `predict` on a one-event file."""
+
+import json
+
+import h5py
+import numpy as np
+
+from larpanda.cli import main
+
+
+def test_train_evaluate_predict(tmp_path, fixtures_dir):
+    from larpanda.data.pilarnet import event_from_labels, write_events
+
+    d = np.load(fixtures_dir / "pilarnet_m_test_event0_recon.npz")
+    i64 = lambda k: d[k].astype(np.int64)  # noqa: E731
+    ev = event_from_labels(i64("voxel"), d["energy"], i64("segment_motif"), i64("segment_pid"),
+                           i64("instance_particle"), i64("instance_interaction"))
+    data = tmp_path / "one.h5"
+    write_events(data, [ev])
+    run = tmp_path / "run"
+    sets = ["model.preset=tiny", "train.max_steps=2", "train.batch_size=1", "decoder.hidden_channels=32",
+            "decoder.num_heads=4", "data.augment=null", "train.progress=false"]
+    argv = ["train", "panoptic", "--mode", "scratch", "--level", "particle", "--data", str(data), "--val-data", str(data),
+            "--out", str(run), "--quiet"]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    cfg = json.loads((run / "weights" / "config.json").read_text())
+    assert cfg["task"] == "panoptic" and cfg["level"] == "particle" and cfg["decoder"]["hidden_channels"] == 32
+    val = json.loads((run / "val_metrics.json").read_text())
+    assert 0.0 <= val["f1"] <= 1.0 and val["num_events"] == 1.0 and "pid_confusion" in val
+    assert len((run / "metrics.jsonl").read_text().splitlines()) >= 2
+
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--weights", str(run), "--data", str(data), "--task", "panoptic", "--out", str(out),
+                 "--quiet"]) == 0
+    m = json.loads(out.read_text())
+    assert {"f1", "ari", "pq", "pq_std", "matched_iou", "postprocess_s_per_event"} <= set(m)
+    assert m["f1"] == val["f1"]  # same weights, same data, deterministic eval
+
+    pred = tmp_path / "pred.h5"
+    assert main(["predict", "--weights", str(run), "--data", str(data), "--out", str(pred), "--quiet"]) == 0
+    with h5py.File(pred, "r") as f:
+        assert {"instance", "pid", "score"} <= set(f)
+        assert f["instance"][0].shape == (len(ev),)
