@@ -82,8 +82,22 @@ def get_plan(point, k: int) -> PatchPlan:
     return plans[k]
 
 
+# "sdpa" (default) or "reference": explicit (q*scale) k^T -> softmax -> v on the padded patches, the
+# structure of the official non-flash path; used as the same-process baseline in bench/backbone.py.
+IMPL = "sdpa"
+
+
+def _explicit_attention(q, k, v, attn_mask, dropout_p, scale):
+    attn = (q * scale) @ k.transpose(-2, -1)
+    if attn_mask is not None:
+        attn = attn.masked_fill(~attn_mask, float("-inf"))
+    attn = F.dropout(attn.softmax(-1), dropout_p)
+    return attn @ v
+
+
 def patch_attention(qkv_sorted: torch.Tensor, plan: PatchPlan, num_heads: int, scale: float, dropout_p: float = 0.0):
     """qkv_sorted (N, 3C) in serialized order ([q|k|v], heads contiguous) -> (N, C) in serialized order."""
+    sdpa = F.scaled_dot_product_attention if IMPL == "sdpa" else _explicit_attention
     n, c3 = qkv_sorted.shape
     c = c3 // 3
     d = c // num_heads
@@ -95,7 +109,7 @@ def patch_attention(qkv_sorted: torch.Tensor, plan: PatchPlan, num_heads: int, s
         x = qkv_sorted[idx.reshape(-1)].view(g, length, 3, num_heads, d).permute(2, 0, 3, 1, 4)
         q, k, v = x.unbind(0)  # (G, H, L, D)
         attn_mask = mask[:, None, None, :] if mask is not None else None
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
+        o = sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
         outs.append(o.transpose(1, 2).reshape(g * length, c))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, 0)
     return out[plan.src]

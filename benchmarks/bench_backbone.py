@@ -1,0 +1,30 @@
+"""Backbone benchmark (see larpanda/bench/backbone.py): one JSON line per (preset, input size).
+
+    python benchmarks/bench_backbone.py [--quick] [--presets panda-base,small,tiny] [--threads 2]
+                                        [--points 3000,10000] [--no-train] [--no-baseline] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from larpanda.bench.backbone import run
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--presets", default="panda-base")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--points", default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-train", action="store_true")
+    ap.add_argument("--no-baseline", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    pts = [int(x) for x in a.points.split(",")] if a.points else None
+    for row in run(points=pts, quick=a.quick, device=a.device, presets=tuple(a.presets.split(",")),
+                   train=not a.no_train, baseline=not a.no_baseline):
+        print(json.dumps(row), flush=True)

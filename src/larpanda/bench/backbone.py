@@ -1,0 +1,192 @@
+"""Backbone benchmark: eval forward and training step (fwd+bwd) time and peak memory per input size.
+
+Inputs (reference-cpu.md "CPU baseline"): the fixture event tiled k = 1, 3, 9, 27 times with shifts of
+7 voxels (k=3: x in {0,7,14}; k=9: x,y grid; k=27: x,y,z grid), duplicates removed
+(1,175 / 3,523 / 10,557 / 31,413 voxels), plus simulated events (``points`` = target raw voxel counts).
+Preprocessing = the reference transform (NormalizeCoord, LogTransform, GridSample order).
+
+Baseline in the same process, same weights and same outputs: the "reference-style" forward, i.e. the
+official CPU structure: per-offset gather -> mm -> scatter-add submanifold conv (``algo="reference"``)
+and explicit bmm/softmax attention on the padded patches (``attention.IMPL = "reference"``). Ratios are
+baseline_time / our_time (> 1: we are faster). Peak memory = peak process RSS sampled every 2 ms during
+the call minus the RSS before it (model weights excluded), plus the absolute peak.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TILE_SHIFTS = {1: (1, 1, 1), 3: (3, 1, 1), 9: (3, 3, 1), 27: (3, 3, 3)}
+FIXTURE = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "pilarnet_m_test_event0_recon.npz"
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # not Linux: fall back to the lifetime peak
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _PeakRSS:
+    def __enter__(self):
+        self.base = _rss_mb()
+        self.peak = self.base
+        self._stop = False
+        self._t = threading.Thread(target=self._poll, daemon=True)
+        self._t.start()
+        return self
+
+    def _poll(self):
+        while not self._stop:
+            self.peak = max(self.peak, _rss_mb())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self._t.join()
+        self.peak = max(self.peak, _rss_mb())
+
+
+def _prepare(voxel: np.ndarray, energy: np.ndarray):
+    from ..data.point import Point
+    from ..data.transforms import grid_sample, log_transform, normalize_coord
+
+    coord = normalize_coord(voxel.astype(np.float32))
+    order, grid = grid_sample(coord)
+    coord = coord[order]
+    e = log_transform(energy[order].astype(np.float32))[:, None]
+    return Point(coord=torch.from_numpy(coord), grid_coord=torch.from_numpy(grid),
+                 feat=torch.from_numpy(np.concatenate([coord, e], 1)), offset=torch.tensor([len(coord)]))
+
+
+def tiled_fixture(k: int):
+    """The fixture event tiled k in {1,3,9,27} times (shifts of 7 voxels), as a one-event Point."""
+    z = np.load(FIXTURE)
+    v, e = z["voxel"].astype(np.int64), z["energy"].astype(np.float32)
+    nx, ny, nz = TILE_SHIFTS[k]
+    shifts = [np.array((7 * i, 7 * j, 7 * l)) for i in range(nx) for j in range(ny) for l in range(nz)]
+    allv = np.concatenate([v + s for s in shifts])
+    alle = np.concatenate([e] * len(shifts))
+    allv, first = np.unique(allv, axis=0, return_index=True)
+    return _prepare(allv, alle[first])
+
+
+def simulated(points: int, seed: int = 0):
+    """A simulated event with about ``points`` raw voxels (events merged until reached), E > 0.13 MeV."""
+    from ..sim.generate import generate_event
+
+    vs, es, n, i = [], [], 0, 0
+    while n < points:
+        ev = generate_event(seed, i)
+        keep = ev.energy > 0.13
+        vs.append(ev.voxel[keep])
+        es.append(ev.energy[keep])
+        n += int(keep.sum())
+        i += 1
+    v, first = np.unique(np.concatenate(vs), axis=0, return_index=True)
+    v, e = v[:points], np.concatenate(es)[first][:points]
+    return _prepare(v, e)
+
+
+def _set_reference(model, on: bool):
+    from ..nn import attention
+
+    attention.IMPL = "reference" if on else "sdpa"
+    for m in model.modules():
+        if hasattr(m, "algo"):
+            m.algo = "reference" if on else "auto"
+
+
+def _time(fn, reps):
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        out = fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts), out
+
+
+def _measure(model, point, reps, device, train):
+    from ..data.point import Point
+
+    def run_eval():
+        with torch.no_grad():
+            out = model(Point(point), upcast=True).feat
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    def run_train():
+        model.zero_grad(set_to_none=True)
+        out = model(Point(point), upcast=True).feat
+        out.float().square().mean().backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return out.detach()
+
+    fn = run_train if train else run_eval
+    model.train(train)
+    fn()  # warm-up (also builds lazy caches of the allocator)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with _PeakRSS() as mem:
+        t, out = _time(fn, reps)
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+    return t, out, mem, gpu
+
+
+def run(points=None, quick: bool = False, device: str = "cpu", presets=("panda-base",), train: bool = True,
+        baseline: bool = True) -> list[dict]:
+    """One dict per (preset, input): eval time ours/baseline, ratio, max |diff|, peak memory, train time."""
+    from ..io import build_model
+
+    if device == "cpu" and "LARPANDA_BENCH_THREADS" in os.environ:
+        torch.set_num_threads(int(os.environ["LARPANDA_BENCH_THREADS"]))
+    ks = (1, 3) if quick else (1, 3, 9, 27)
+    inputs = [(f"fixture_x{k}", tiled_fixture(k)) for k in ks]
+    sims = points if points is not None else ([] if quick else [3000, 10000])
+    inputs += [(f"simulated_{p}", simulated(p)) for p in sims]
+    reps = 1 if quick else 3
+    rows = []
+    for preset in presets:
+        torch.manual_seed(0)
+        model = build_model(preset).to(device)
+        for name, point in inputs:
+            point = point.to(device)
+            row = {"preset": preset, "input": name, "voxels": int(point.coord.shape[0]), "device": device,
+                   "threads": torch.get_num_threads(), "reps": reps}
+            _set_reference(model, False)
+            t, out, mem, gpu = _measure(model, point, reps, device, train=False)
+            row.update(eval_s=round(t, 4), eval_peak_rss_mb=round(mem.peak), eval_extra_rss_mb=round(mem.peak - mem.base))
+            if gpu is not None:
+                row["eval_gpu_peak_mb"] = round(gpu)
+            if baseline:
+                _set_reference(model, True)
+                tb, outb, _, _ = _measure(model, point, reps, device, train=False)
+                _set_reference(model, False)
+                row.update(baseline_eval_s=round(tb, 4), eval_speedup=round(tb / t, 2),
+                           max_abs_diff=float((out - outb).abs().max()))
+            if train:
+                t, _, mem, gpu = _measure(model, point, 1 if quick else 2, device, train=True)
+                row.update(train_step_s=round(t, 4), train_peak_rss_mb=round(mem.peak),
+                           train_extra_rss_mb=round(mem.peak - mem.base))
+                if gpu is not None:
+                    row["train_gpu_peak_mb"] = round(gpu)
+                if baseline:
+                    _set_reference(model, True)
+                    tb, _, _, _ = _measure(model, point, 1 if quick else 2, device, train=True)
+                    _set_reference(model, False)
+                    row.update(baseline_train_step_s=round(tb, 4), train_speedup=round(tb / t, 2))
+            model.eval()
+            rows.append(row)
+    return rows
