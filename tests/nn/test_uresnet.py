@@ -33,8 +33,17 @@ def _k2(w_dense, kx, ky, kz):
     return w_dense[:, :, kx, ky, kz]
 
 
+@pytest.fixture(params=["gather", "loop"])
+def conv_path(request, monkeypatch):
+    import larpanda.nn.uresnet as U
+
+    if request.param == "loop":
+        monkeypatch.setattr(U, "IM2COL_MAX_ELEMENTS", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("seed", [0, 1])
-def test_down_conv_equals_dense_conv3d(seed):
+def test_down_conv_equals_dense_conv3d(seed, conv_path):
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     coords = _random_sites(rng)
@@ -63,7 +72,7 @@ def test_down_conv_equals_dense_conv3d(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_up_conv_equals_dense_conv_transpose3d(seed):
+def test_up_conv_equals_dense_conv_transpose3d(seed, conv_path):
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     coords = _random_sites(rng)
@@ -87,7 +96,7 @@ def test_up_conv_equals_dense_conv_transpose3d(seed):
         torch.testing.assert_close(gs[1][kx * 4 + ky * 2 + kz], gd[1][:, :, kx, ky, kz])
 
 
-def test_submanifold_conv_equals_dense_conv3d_at_sites():
+def test_submanifold_conv_equals_dense_conv3d_at_sites(conv_path):
     rng = np.random.default_rng(3)
     coords = _random_sites(rng, n=60)
     level = SparseLevel(coords)
@@ -121,3 +130,20 @@ def test_uresnet_shapes_params_and_batch_independence():
     # default preset matches issue 11: depth 5, 32..160 channels, 2 reps
     base = UResNet()
     assert base.planes == [32, 64, 96, 128, 160] and base.reps == 2
+
+
+def test_gather_and_loop_paths_agree(monkeypatch):
+    import larpanda.nn.uresnet as U
+
+    rng = np.random.default_rng(5)
+    coords = _random_sites(rng, batch=2, size=8, n=100)
+    torch.manual_seed(0)
+    model = build_uresnet("uresnet-tiny").double().eval()
+    feat = torch.randn(len(coords), 1, dtype=torch.float64, requires_grad=True)
+    out_fast = model(feat, coords)
+    g_fast = torch.autograd.grad(out_fast.sum(), feat)[0]
+    monkeypatch.setattr(U, "IM2COL_MAX_ELEMENTS", 0)
+    out_loop = model(feat, coords)
+    g_loop = torch.autograd.grad(out_loop.sum(), feat)[0]
+    torch.testing.assert_close(out_fast, out_loop)
+    torch.testing.assert_close(g_fast, g_loop)

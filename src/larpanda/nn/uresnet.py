@@ -27,6 +27,7 @@ import math
 import torch
 import torch.nn as nn
 
+IM2COL_MAX_ELEMENTS = 1 << 24  # gather all neighbours into one (N, K·C) matrix below this size, else loop
 AXIS_BITS = 16  # grid coordinates must be < 2**16 per axis; batch < 2**15
 LEAKY = 0.33
 OFFSETS3 = torch.tensor(list(itertools.product((-1, 0, 1), repeat=3)), dtype=torch.long)  # (27, 3)
@@ -88,6 +89,23 @@ class SparseLevel:
             self._submap = pairs
         return self._submap
 
+    def neighbor_table(self) -> torch.Tensor:
+        """(N, 27) int64: row of the neighbour at each kernel-3 offset, N (a zero padding row) if absent."""
+        if getattr(self, "_table", None) is None:
+            table = torch.full((len(self), 27), len(self), dtype=torch.long, device=self.coords.device)
+            for k, rows_in, rows_out in self.submanifold_map():
+                table[rows_out, k] = rows_in
+            self._table = table
+        return self._table
+
+    def children_table(self, n_coarse: int) -> torch.Tensor:
+        """(N_coarse, 8) int64 (after `coarsen`): fine row of each kernel-2 child, N_fine (padding) if absent."""
+        if getattr(self, "_children", None) is None:
+            table = torch.full((n_coarse, 8), len(self), dtype=torch.long, device=self.coords.device)
+            table[self.parent, self.child_offset] = torch.arange(len(self), device=self.coords.device)
+            self._children = table
+        return self._children
+
     def coarsen(self) -> "SparseLevel":
         """The stride-2 coarse level: sites unique(x // 2) sorted by (batch, x, y, z); sets parent maps."""
         half = self.coords.clone()
@@ -116,7 +134,12 @@ class SubMConv3d(nn.Module):
         _kaiming(self.weight, 27 * c_in)
 
     def forward(self, feat: torch.Tensor, level: SparseLevel) -> torch.Tensor:
-        out = feat.new_zeros((feat.shape[0], self.weight.shape[2]))
+        k, c_in, c_out = self.weight.shape
+        if feat.shape[0] * k * c_in <= IM2COL_MAX_ELEMENTS:  # one gather + one matmul (fast for small N)
+            padded = torch.cat([feat, feat.new_zeros((1, c_in))], 0)
+            out = padded[level.neighbor_table()].reshape(feat.shape[0], k * c_in) @ self.weight.reshape(k * c_in, c_out)
+            return out if self.bias is None else out + self.bias
+        out = feat.new_zeros((feat.shape[0], c_out))
         for k, rows_in, rows_out in level.submanifold_map():
             out = out.index_add(0, rows_out, feat[rows_in] @ self.weight[k])
         return out if self.bias is None else out + self.bias
@@ -132,7 +155,13 @@ class DownConv3d(nn.Module):
         _kaiming(self.weight, 8 * c_in)
 
     def forward(self, feat: torch.Tensor, fine: SparseLevel, coarse: SparseLevel) -> torch.Tensor:
-        out = feat.new_zeros((len(coarse), self.weight.shape[2]))
+        k, c_in, c_out = self.weight.shape
+        if len(coarse) * k * c_in <= IM2COL_MAX_ELEMENTS:
+            padded = torch.cat([feat, feat.new_zeros((1, c_in))], 0)
+            table = fine.children_table(len(coarse))
+            out = padded[table].reshape(len(coarse), k * c_in) @ self.weight.reshape(k * c_in, c_out)
+            return out if self.bias is None else out + self.bias
+        out = feat.new_zeros((len(coarse), c_out))
         for k in range(8):
             rows = torch.nonzero(fine.child_offset == k).squeeze(1)
             if rows.numel():
@@ -150,7 +179,12 @@ class UpConv3d(nn.Module):
         _kaiming(self.weight, c_in)
 
     def forward(self, feat: torch.Tensor, fine: SparseLevel) -> torch.Tensor:
-        out = feat.new_zeros((len(fine), self.weight.shape[2]))
+        k, c_in, c_out = self.weight.shape
+        if feat.shape[0] * k * c_out <= IM2COL_MAX_ELEMENTS:  # all 8 children of every coarse site, then pick
+            y = (feat @ self.weight.permute(1, 0, 2).reshape(c_in, k * c_out)).reshape(-1, k, c_out)
+            out = y[fine.parent, fine.child_offset]
+            return out if self.bias is None else out + self.bias
+        out = feat.new_zeros((len(fine), c_out))
         for k in range(8):
             rows = torch.nonzero(fine.child_offset == k).squeeze(1)
             if rows.numel():
