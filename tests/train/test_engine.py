@@ -181,3 +181,20 @@ def test_pickle_checkpoint_refused(tmp_path):
     with pytest.raises(UserError, match="weights_only"):
         load_checkpoint(bad)
     assert not marker.exists()
+
+
+def test_eval_fn_and_epochs(tmp_path, capsys):
+    calls = []
+
+    def eval_fn(task, ds):
+        calls.append((task.training, len(ds)))
+        return {"val_acc": 0.5}
+
+    torch.manual_seed(0)
+    r = fit(ToyTask(), ToyDataset(), {**CFG, "max_steps": None, "epochs": 2, "eval_every": 4, "typo_key": 1},
+            tmp_path / "a", val_dataset=ToyDataset(n=3), eval_fn=eval_fn)
+    assert r["total_steps"] == 8 and r["eval"] == {"val_acc": 0.5}  # 16 events / batch 4 = 4 steps per epoch
+    assert calls == [(False, 3), (False, 3)]  # step 4 and the end, in eval mode
+    recs = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in recs if x.get("split") == "val"] == [4, 8]
+    assert "typo_key" in capsys.readouterr().err

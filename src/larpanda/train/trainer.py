@@ -375,6 +375,8 @@ def fit(task, dataset, cfg: dict, out_dir, resume: bool = False, val_dataset=Non
                 torch.distributed.broadcast(t.data, 0)
 
     metrics_path = out / "metrics.jsonl"
+    if main and tcfg["_unknown"]:
+        print(f"larpanda: warning: unknown train keys ignored: {', '.join(map(str, tcfg['_unknown']))}", file=sys.stderr)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg if "train" in cfg else {"train": {k: v for k, v in tcfg.items() if not k.startswith("_")}}, out / "config.yaml")
