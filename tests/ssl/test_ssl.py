@@ -208,3 +208,9 @@ def test_pretrain_loss_decreases_and_resume_exact(tmp_path):
     fit(b, ds, cfg, tmp_path / "res", resume=True)
     for k, v in full.state_dict().items():
         torch.testing.assert_close(b.state_dict()[k], v, atol=1e-6, rtol=0, msg=k)
+
+
+def test_panda_head_size_matches_spec():
+    """spec-model §2.3: per-head trainable params 6,557,952 for the 1088-d input of panda-base."""
+    h = OnlineCluster(192 + 384 + 512)
+    assert sum(p.numel() for p in h.parameters() if p.requires_grad) == 6_557_952
