@@ -95,24 +95,47 @@ def _explicit_attention(q, k, v, attn_mask, dropout_p, scale):
     return attn @ v
 
 
-def patch_attention(qkv_sorted: torch.Tensor, plan: PatchPlan, num_heads: int, scale: float, dropout_p: float = 0.0):
-    """qkv_sorted (N, 3C) in serialized order ([q|k|v], heads contiguous) -> (N, C) in serialized order."""
+def patch_attention(qkv: torch.Tensor, plan: PatchPlan, num_heads: int, scale: float, dropout_p: float = 0.0,
+                    gather: tuple | None = None, src: torch.Tensor | None = None):
+    """Attention over the plan's patches.
+
+    qkv (N, 3C) ([q|k|v], heads contiguous). Without ``gather``/``src``, rows are in serialized order
+    and so is the (N, C) result. With them (`SerializedAttention` passes the plan indices composed with
+    the stage's order/inverse), ``qkv`` is in point row order, ``gather`` holds (full, small) row
+    indices and ``src`` maps each point row to its output slot, so only one gather each way is made.
+    """
     sdpa = F.scaled_dot_product_attention if IMPL == "sdpa" else _explicit_attention
-    n, c3 = qkv_sorted.shape
+    n, c3 = qkv.shape
     c = c3 // 3
     d = c // num_heads
+    if gather is None:
+        gather = (plan.full_idx, plan.small_idx)
     outs = []
-    for idx, mask in ((plan.full_idx, None), (plan.small_idx, plan.small_mask)):
+    for idx, mask in ((gather[0], None), (gather[1], plan.small_mask)):
         if idx is None:
             continue
         g, length = idx.shape
-        x = qkv_sorted[idx.reshape(-1)].view(g, length, 3, num_heads, d).permute(2, 0, 3, 1, 4)
+        x = qkv[idx.reshape(-1)].view(g, length, 3, num_heads, d).permute(2, 0, 3, 1, 4)
         q, k, v = x.unbind(0)  # (G, H, L, D)
         attn_mask = mask[:, None, None, :] if mask is not None else None
         o = sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
         outs.append(o.transpose(1, 2).reshape(g * length, c))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, 0)
-    return out[plan.src]
+    return out[plan.src if src is None else src]
+
+
+def composed_indices(point, plan: PatchPlan, order_index: int):
+    """(gather (full, small), src) for one order row: plan indices composed with the stage's
+    ``serialized_order``/``serialized_inverse`` (cached per plan and order row)."""
+    cache = plan.__dict__.setdefault("_composed", {})
+    key = (order_index, id(point["serialized_order"]))
+    if key not in cache:
+        order = point["serialized_order"][order_index]
+        inverse = point["serialized_inverse"][order_index]
+        full = order[plan.full_idx] if plan.full_idx is not None else None
+        small = order[plan.small_idx] if plan.small_idx is not None else None
+        cache[key] = ((full, small), plan.src[inverse])
+    return cache[key]
 
 
 def _flash_varlen():
@@ -144,20 +167,20 @@ class SerializedAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, feat: torch.Tensor, point) -> torch.Tensor:
-        order = point["serialized_order"][self.order_index]
-        inverse = point["serialized_inverse"][self.order_index]
-        qkv = self.qkv(feat)[order]
+        qkv = self.qkv(feat)
         plan = get_plan(point, self.patch_size)
         drop = self.attn_drop if self.training else 0.0
         flash = _flash_varlen() if (self.enable_flash and qkv.is_cuda) else None
         if flash is not None:  # pragma: no cover (CUDA + flash-attn only)
-            out = _flash_forward(flash, qkv, plan, self.num_heads, self.scale, drop)
+            order = point["serialized_order"][self.order_index]
+            inverse = point["serialized_inverse"][self.order_index]
+            out = _flash_forward(flash, qkv[order], plan, self.num_heads, self.scale, drop)[inverse]
         else:
             dtype = qkv.dtype
             if self.upcast_attention:
                 qkv = qkv.float()
-            out = patch_attention(qkv, plan, self.num_heads, self.scale, drop).to(dtype)
-        out = out[inverse]
+            gather, src = composed_indices(point, plan, self.order_index)
+            out = patch_attention(qkv, plan, self.num_heads, self.scale, drop, gather, src).to(dtype)
         return self.proj_drop(self.proj(out))
 
 

@@ -134,7 +134,7 @@ def subm_conv(feat: torch.Tensor, kmap: KernelMap, weight: torch.Tensor, bias: t
         for k, c in enumerate(counts):
             if c:
                 ro, ri = rows_out[start : start + c], rows_in[start : start + c]
-                out = out.index_put((ro,), feat[ri] @ w[k], accumulate=True)
+                out.index_put_((ro,), feat[ri] @ w[k], accumulate=True)
                 start += c
         return out
     raise ValueError(f"unknown sparse conv algorithm {algo!r}")
