@@ -134,3 +134,24 @@ def test_predict_maps_rows_back_and_marks_cut_rows(fixtures_dir):
     np.testing.assert_allclose(out["semantic_probs"][~cut].sum(1), 1.0, rtol=1e-5)
     assert m.embed(ev).shape == (int((~cut).sum()), 8)
     assert m.training  # predict restores the mode
+
+
+def test_official_pth_layout_loads_through_io(tmp_path):
+    """A synthetic panda_semantic.pth ({"config", "state_dict"}, Segmenter kwargs) loads strictly via io."""
+    from larpanda.io import load_model
+
+    ref = SemanticModel("full", backbone=TINY)
+    bb = {**ref.backbone_kwargs, "type": "PT-v3m2"}
+    sd = {k: torch.randn(v.shape) for k, v in ref.state_dict().items()}
+    cfg = {"num_classes": 5, "backbone_out_channels": TINY["dec_channels"][0], "backbone": bb,
+           "freeze_backbone": False, "mlp_head": False}
+    torch.save({"config": cfg, "state_dict": sd}, tmp_path / "panda_semantic.pth")
+    model = load_model(tmp_path / "panda_semantic.pth")
+    assert model.config["task"] == "semantic" and model.mode == "full"
+    torch.testing.assert_close(model.state_dict()["backbone.dec.dec0.block0.attn.qkv.weight"],
+                               sd["backbone.dec.dec0.block0.attn.qkv.weight"])
+    bad = dict(sd)
+    bad.pop("seg_head.bias")
+    torch.save({"config": cfg, "state_dict": bad}, tmp_path / "bad.pth")
+    with pytest.raises(UserError):
+        load_model(tmp_path / "bad.pth")

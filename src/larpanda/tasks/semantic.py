@@ -92,15 +92,15 @@ def semantic_loss(logits, labels, class_weights=None, lovasz_weight: float = 0.0
 def decoder_kwargs(backbone_kwargs: dict) -> dict:
     """PTv3 decoder kwargs for the semantic dec/fft/scratch modes: the backbone config's own ``dec_*`` when it
     has one stage per encoder down-sampling (the model presets carry the Panda values (2,2,2,2),
-    (64,96,192,384), (4,6,12,24), 256; spec-model §1.1), else the Panda values for a 5-stage encoder,
-    else the encoder's widths/heads."""
+    (64,96,192,384), (4,6,12,24), 256; spec-model §1.1); the Panda values whenever the encoder is Panda's
+    (official base configs may carry the unused code-default dec_*); else the encoder's widths/heads."""
     enc_ch = list(backbone_kwargs.get("enc_channels", (48, 96, 192, 384, 512)))
     n = len(enc_ch) - 1
     keys = ("dec_depths", "dec_channels", "dec_num_head", "dec_patch_size")
+    if tuple(enc_ch) == (48, 96, 192, 384, 512):  # the Panda encoder: always the paper's decoder
+        return dict(PANDA_DECODER)
     if all(k in backbone_kwargs and len(backbone_kwargs[k]) == n for k in keys):
         return {k: tuple(backbone_kwargs[k]) for k in keys}
-    if n == 4:
-        return dict(PANDA_DECODER)
     heads = list(backbone_kwargs.get("enc_num_head", [max(1, c // 16) for c in enc_ch]))
     patch = list(backbone_kwargs.get("enc_patch_size", [256] * len(enc_ch)))
     return dict(dec_depths=tuple([2] * n), dec_channels=tuple(enc_ch[:n]), dec_num_head=tuple(heads[:n]),
@@ -313,7 +313,20 @@ class SemanticModel(nn.Module):
 
 
 def model_from_config(cfg: dict) -> SemanticModel:
-    """Build a `SemanticModel` from a weights ``config.json`` dict (task "semantic") for `io.load_model`."""
+    """Build a `SemanticModel` from a weights ``config.json`` dict (task "semantic") for `io.load_model`.
+
+    Also accepts the official ``panda_semantic.pth`` config (``official: true``; Segmenter kwargs
+    ``num_classes``, ``backbone`` with a ``type`` key, ``freeze_backbone``, ``mlp_head``; spec-model §5):
+    enc_mode → ``linear``, otherwise ``full`` (decoder and full share one layout)."""
+    if cfg.get("official"):
+        from ..nn import ptv3
+
+        if cfg.get("mlp_head"):
+            raise UserError("official semantic checkpoint with mlp_head=True is not supported (Panda uses False)")
+        allowed = set(ptv3.OFFICIAL_DEFAULTS) | set(getattr(ptv3, "_UNSUPPORTED", {}))
+        bb = {k: v for k, v in dict(cfg["backbone"]).items() if k in allowed}
+        mode = "linear" if bb.get("enc_mode", False) else "full"
+        return SemanticModel(mode, backbone=bb, num_classes=int(cfg.get("num_classes", NUM_CLASSES)))
     return SemanticModel(
         cfg.get("mode", "full"), backbone=cfg.get("backbone"), uresnet=cfg.get("uresnet"),
         num_classes=cfg.get("num_classes", NUM_CLASSES), class_weights=cfg.get("class_weights"),
