@@ -8,7 +8,7 @@ Preprocessing = the reference transform (NormalizeCoord, LogTransform, GridSampl
 Baseline in the same process, same weights and same outputs: the "reference-style" forward, i.e. the
 official CPU structure: per-offset gather -> mm -> scatter-add submanifold conv (``algo="reference"``)
 and explicit bmm/softmax attention on the padded patches (``attention.IMPL = "reference"``). Ratios are
-baseline_time / our_time (> 1: we are faster). Peak memory = peak process RSS sampled every 2 ms during
+baseline_time / our_time (> 1: we are faster), from interleaved repetitions (min and median). Peak memory = peak process RSS sampled every 2 ms during
 the call minus the RSS before it (model weights excluded), plus the absolute peak.
 """
 
@@ -107,16 +107,7 @@ def _set_reference(model, on: bool):
             m.algo = "reference" if on else "auto"
 
 
-def _time(fn, reps):
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        out = fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts), out
-
-
-def _measure(model, point, reps, device, train):
+def _runner(model, point, device, train):
     from ..data.point import Point
 
     def run_eval():
@@ -134,15 +125,34 @@ def _measure(model, point, reps, device, train):
             torch.cuda.synchronize()
         return out.detach()
 
-    fn = run_train if train else run_eval
+    return run_train if train else run_eval
+
+
+def _compare(model, point, reps, device, train, baseline):
+    """Interleaved timing (ours, baseline, ours, baseline, ...) so that load changes on a shared machine
+    hit both alike. Returns dict of min/median times, outputs, peak memory of our path."""
+    fn = _runner(model, point, device, train)
     model.train(train)
-    fn()  # warm-up (also builds lazy caches of the allocator)
+    res = {"ours": [], "base": []}
+    _set_reference(model, False)
+    fn()  # warm-up
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with _PeakRSS() as mem:
-        t, out = _time(fn, reps)
+        out = fn()
     gpu = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
-    return t, out, mem, gpu
+    out_base = None
+    if baseline:
+        _set_reference(model, True)
+        out_base = fn()  # warm-up
+    for _ in range(reps):
+        for which in (("ours", "base") if baseline else ("ours",)):
+            _set_reference(model, which == "base")
+            t = time.perf_counter()
+            fn()
+            res[which].append(time.perf_counter() - t)
+    _set_reference(model, False)
+    return res, out, out_base, mem, gpu
 
 
 def run(points=None, quick: bool = False, device: str = "cpu", presets=("panda-base",), train: bool = True,
@@ -165,28 +175,26 @@ def run(points=None, quick: bool = False, device: str = "cpu", presets=("panda-b
             point = point.to(device)
             row = {"preset": preset, "input": name, "voxels": int(point.coord.shape[0]), "device": device,
                    "threads": torch.get_num_threads(), "reps": reps}
-            _set_reference(model, False)
-            t, out, mem, gpu = _measure(model, point, reps, device, train=False)
-            row.update(eval_s=round(t, 4), eval_peak_rss_mb=round(mem.peak), eval_extra_rss_mb=round(mem.peak - mem.base))
-            if gpu is not None:
-                row["eval_gpu_peak_mb"] = round(gpu)
-            if baseline:
-                _set_reference(model, True)
-                tb, outb, _, _ = _measure(model, point, reps, device, train=False)
-                _set_reference(model, False)
-                row.update(baseline_eval_s=round(tb, 4), eval_speedup=round(tb / t, 2),
-                           max_abs_diff=float((out - outb).abs().max()))
-            if train:
-                t, _, mem, gpu = _measure(model, point, 1 if quick else 2, device, train=True)
-                row.update(train_step_s=round(t, 4), train_peak_rss_mb=round(mem.peak),
-                           train_extra_rss_mb=round(mem.peak - mem.base))
+            modes = (False, True) if train else (False,)
+            for tr in modes:
+                tag = "train" if tr else "eval"
+                r, out, outb, mem, gpu = _compare(model, point, reps if not tr else max(1, reps - 1), device, tr, baseline)
+                row[f"{tag}_s"] = round(min(r["ours"]), 4)
+                row[f"{tag}_median_s"] = round(statistics.median(r["ours"]), 4)
+                row[f"{tag}_peak_rss_mb"] = round(mem.peak)
+                row[f"{tag}_extra_rss_mb"] = round(mem.peak - mem.base)
                 if gpu is not None:
-                    row["train_gpu_peak_mb"] = round(gpu)
+                    row[f"{tag}_gpu_peak_mb"] = round(gpu)
                 if baseline:
-                    _set_reference(model, True)
-                    tb, _, _, _ = _measure(model, point, 1 if quick else 2, device, train=True)
-                    _set_reference(model, False)
-                    row.update(baseline_train_step_s=round(tb, 4), train_speedup=round(tb / t, 2))
+                    row[f"baseline_{tag}_s"] = round(min(r["base"]), 4)
+                    row[f"baseline_{tag}_median_s"] = round(statistics.median(r["base"]), 4)
+                    row[f"{tag}_speedup"] = round(min(r["base"]) / min(r["ours"]), 2)
+                    row[f"{tag}_speedup_median"] = round(statistics.median(r["base"]) / statistics.median(r["ours"]), 2)
+                    if not tr:
+                        row["max_abs_diff"] = float((out - outb).abs().max())
             model.eval()
             rows.append(row)
+            print_progress = os.environ.get("LARPANDA_BENCH_VERBOSE")
+            if print_progress:
+                print(row, flush=True)
     return rows
