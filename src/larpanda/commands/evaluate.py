@@ -13,6 +13,7 @@ def add_parser(sub):
     p.add_argument("--out", default=None, help="write the metrics JSON here (also printed)")
     p.add_argument("--report", default=None, help="also write an HTML report into this directory")
     p.add_argument("--max-events", type=int, default=None, help="evaluate at most this many events")
+    p.add_argument("--min-points", type=int, default=1024, help="raw points an event needs to be evaluated (reference: 1024)")
     p.add_argument("--exclude-led", action="store_true", help="semantic: drop LED (class 4) from the class means")
     p.add_argument("--batch-size", type=int, default=4, help="events per forward pass")
     p.add_argument("--device", default="cpu", help="cpu or cuda")

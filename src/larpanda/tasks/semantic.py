@@ -479,6 +479,9 @@ def run_train(args) -> dict:
     full = make_dataset_for(args.data, data_cfg, train=True, seed=seed, max_events=args.max_events)
     train_set = labelled_dataset(full, args.label_fraction, seed)
     val_set = make_dataset_for(args.val_data, data_cfg, train=False) if args.val_data else None
+    if len(train_set) < int(cfg["train"].get("batch_size", 4)):
+        # tiny label fractions (e.g. 1 event): the batch is the whole labelled set
+        cfg["train"]["batch_size"] = len(train_set)
     weights = args.weights
     if args.mode in ("scratch", "uresnet") and weights:
         raise UserError(f"--mode {args.mode} trains from random initialisation; drop --weights")
@@ -561,7 +564,7 @@ def run_evaluate(args) -> dict:
     ds = make_dataset(args.data, {"energy_threshold": model.energy_threshold, "min_points": getattr(args, "min_points", 1024)},
                       train=False)
     if len(ds) == 0:
-        raise UserError(f"{args.data}: no event qualifies (min 1024 raw points)")
+        raise UserError(f"{' '.join(map(str, args.data))}: no event qualifies (min {args.min_points} raw points; see --min-points)")
     metrics = evaluate_model(model, ds, args.batch_size, args.max_events, exclude=(4,) if args.exclude_led else (),
                              device=args.device)
     metrics["weights"] = str(args.weights)
