@@ -114,3 +114,22 @@ def test_decoder_learns_with_feature_cache(event):
         key = logs["loss_dice"] + logs["loss_cls"] + logs["loss_stuff"]
         first = key if first is None else first
     assert key < 0.8 * first
+
+
+def test_full_mode_lr_rules():
+    """spec-model §4.4: encoder block idx gets 0.97^(Σdepths−idx−1+3)·backbone_mult; decoder block b 0.97^(2−b)."""
+    m = _model(mode="full")
+    m.backbone_mult = 0.5
+    groups = m.param_groups({"layer_decay": 0.97})
+    scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    named = dict(m.named_parameters())
+    depths = list(m.backbone.config["enc_depths"])  # tiny: 1,1,1,2,1 → 6 blocks
+    last = [k for k in named if k.startswith("backbone.enc.enc4.block0.") and k.endswith("weight")][0]
+    first = [k for k in named if k.startswith("backbone.enc.enc0.block0.") and k.endswith("weight")][0]
+    assert scale_of[id(named[last])] == pytest.approx(0.97 ** 3 * 0.5)
+    assert scale_of[id(named[first])] == pytest.approx(0.97 ** (sum(depths) - 1 + 3) * 0.5)
+    assert scale_of[id(named["decoder.blocks.2.mlp.fc1.weight"])] == pytest.approx(1.0)
+    assert scale_of[id(named["decoder.blocks.1.mlp.fc1.weight"])] == pytest.approx(0.97)
+    assert scale_of[id(named["decoder.query_feat.weight"])] == 1.0
+    nowd = {id(p) for g in groups if not g["apply_wd"] for p in g["params"]}
+    assert id(named["decoder.query_feat.weight"]) in nowd and id(named["decoder.final_norm.weight"]) in nowd

@@ -175,7 +175,7 @@ class PanopticModel(nn.Module):
         from ..train.optim import no_weight_decay
 
         ld = float(cfg.get("layer_decay", 0.97))
-        mult = float(cfg.get("backbone_mult", 1.0))
+        mult = float(cfg.get("backbone_mult", getattr(self, "backbone_mult", 1.0)))
         depth = len(self.decoder.blocks)
         enc = list(self.backbone.config["enc_depths"])
         groups: dict = {}
@@ -331,6 +331,12 @@ def build_panoptic_model(mode: str, level: str, cfg: dict, weights=None) -> Pano
     """Model for a training run: pretrained backbone (decoder/full) or a model preset (scratch)."""
     kw = dict(level=level, mode=mode, decoder=cfg.get("decoder"), loss=cfg.get("loss"),
               postprocess=cfg.get("postprocess"), energy_threshold=cfg.get("data", {}).get("energy_threshold", 0.13))
+    model = _build(mode, cfg, weights, kw)
+    model.backbone_mult = float(cfg.get("optim", {}).get("backbone_mult", 1.0))
+    return model
+
+
+def _build(mode, cfg, weights, kw) -> PanopticModel:
     if mode == "scratch":
         if weights:
             raise UserError("--mode scratch trains from random initialisation; drop --weights")
