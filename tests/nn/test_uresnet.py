@@ -10,6 +10,15 @@ import torch.nn.functional as F
 from larpanda.nn.uresnet import DownConv3d, SparseLevel, SubMConv3d, UpConv3d, UResNet, build_uresnet, num_parameters
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # many small ops: one thread avoids oversubscription stalls on a shared 2-core machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _random_sites(rng, batch=2, size=6, n=40):
     rows = []
     for b in range(batch):
@@ -37,8 +46,7 @@ def _k2(w_dense, kx, ky, kz):
 def conv_path(request, monkeypatch):
     import larpanda.nn.uresnet as U
 
-    if request.param == "loop":
-        monkeypatch.setattr(U, "IM2COL_MAX_ELEMENTS", 0)
+    monkeypatch.setattr(U, "IM2COL_MAX_ELEMENTS", 0 if request.param == "loop" else 1 << 40)
     return request.param
 
 
@@ -140,6 +148,7 @@ def test_gather_and_loop_paths_agree(monkeypatch):
     torch.manual_seed(0)
     model = build_uresnet("uresnet-tiny").double().eval()
     feat = torch.randn(len(coords), 1, dtype=torch.float64, requires_grad=True)
+    monkeypatch.setattr(U, "IM2COL_MAX_ELEMENTS", 1 << 40)
     out_fast = model(feat, coords)
     g_fast = torch.autograd.grad(out_fast.sum(), feat)[0]
     monkeypatch.setattr(U, "IM2COL_MAX_ELEMENTS", 0)

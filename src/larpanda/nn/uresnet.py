@@ -27,7 +27,11 @@ import math
 import torch
 import torch.nn as nn
 
-IM2COL_MAX_ELEMENTS = 1 << 24  # gather all neighbours into one (N, K·C) matrix below this size, else loop
+# Inputs with N·K·C ≤ IM2COL_MAX_ELEMENTS use one (N, K·C) neighbour gather + one matmul; others loop over
+# kernel offsets (gather → matmul → index_add over existing pairs only). LArTPC sites have few of their 27
+# neighbours, so the loop does less work: it was 1.7–3× faster for uresnet-base and 1.6× for a tiny net on
+# CPU (bench/uresnet.py, docs/benchmarks.md "UResNet"); the gather path is kept (tested equal) for GPUs.
+IM2COL_MAX_ELEMENTS = 0
 AXIS_BITS = 16  # grid coordinates must be < 2**16 per axis; batch < 2**15
 LEAKY = 0.33
 OFFSETS3 = torch.tensor(list(itertools.product((-1, 0, 1), repeat=3)), dtype=torch.long)  # (27, 3)
