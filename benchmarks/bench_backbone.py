@@ -1,7 +1,8 @@
 """Backbone benchmark (see larpanda/bench/backbone.py): one JSON line per (preset, input size).
 
     python benchmarks/bench_backbone.py [--quick] [--presets panda-base,small,tiny] [--threads 2]
-                                        [--points 3000,10000] [--no-train] [--no-baseline] [--device cuda]
+                                        [--points 3000,10000] [--tiles 1,3,9,27] [--reps 3]
+                                        [--no-train] [--no-baseline] [--device cuda]
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ if __name__ == "__main__":
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--tiles", default=None, help="fixture tilings, subset of 1,3,9,27")
+    ap.add_argument("--reps", type=int, default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     pts = [int(x) for x in a.points.split(",")] if a.points else None
-    for row in run(points=pts, quick=a.quick, device=a.device, presets=tuple(a.presets.split(",")),
-                   train=not a.no_train, baseline=not a.no_baseline):
-        print(json.dumps(row), flush=True)
+    tiles = [int(x) for x in a.tiles.split(",")] if a.tiles else None
+    run(points=pts if pts is not None else ([] if a.tiles else None), quick=a.quick, device=a.device,
+        presets=tuple(a.presets.split(",")), train=not a.no_train, baseline=not a.no_baseline, tiles=tiles,
+        reps=a.reps, on_row=lambda row: print(json.dumps(row), flush=True))

@@ -156,17 +156,17 @@ def _compare(model, point, reps, device, train, baseline):
 
 
 def run(points=None, quick: bool = False, device: str = "cpu", presets=("panda-base",), train: bool = True,
-        baseline: bool = True) -> list[dict]:
+        baseline: bool = True, tiles=None, reps=None, on_row=None) -> list[dict]:
     """One dict per (preset, input): eval time ours/baseline, ratio, max |diff|, peak memory, train time."""
     from ..io import build_model
 
     if device == "cpu" and "LARPANDA_BENCH_THREADS" in os.environ:
         torch.set_num_threads(int(os.environ["LARPANDA_BENCH_THREADS"]))
-    ks = (1, 3) if quick else (1, 3, 9, 27)
+    ks = tiles if tiles is not None else ((1, 3) if quick else (1, 3, 9, 27))
     inputs = [(f"fixture_x{k}", tiled_fixture(k)) for k in ks]
     sims = points if points is not None else ([] if quick else [3000, 10000])
     inputs += [(f"simulated_{p}", simulated(p)) for p in sims]
-    reps = 1 if quick else 3
+    reps = reps if reps is not None else (1 if quick else 3)
     rows = []
     for preset in presets:
         torch.manual_seed(0)
@@ -194,7 +194,6 @@ def run(points=None, quick: bool = False, device: str = "cpu", presets=("panda-b
                         row["max_abs_diff"] = float((out - outb).abs().max())
             model.eval()
             rows.append(row)
-            print_progress = os.environ.get("LARPANDA_BENCH_VERBOSE")
-            if print_progress:
-                print(row, flush=True)
+            if on_row is not None:
+                on_row(row)
     return rows
