@@ -57,6 +57,7 @@ def test_study_end_to_end_with_uresnet_row(toy_dir, tmp_path):
     assert "| uresnet |" in md and "25 % labels" in md
     html = (out / "study.html").read_text()
     assert "plotly" in html.lower() and "uresnet" in html
+    assert (out / "report.html").exists() and not (out / "report_error.txt").exists()
     # every run saved loadable weights with the task config
     cfg = json.loads((out / "runs" / "linear_0.25" / "weights" / "config.json").read_text())
     assert cfg["task"] == "semantic" and cfg["mode"] == "linear"
@@ -73,7 +74,8 @@ def test_train_evaluate_predict_cli(toy_dir, tmp_path):
     assert (run / "metrics.jsonl").exists() and (run / "checkpoints" / "last.pt").exists()
     metrics_path = tmp_path / "m.json"
     assert main(["evaluate", "--weights", str(run), "--data", str(toy_dir / "toy_test.h5"),
-                 "--out", str(metrics_path), "--min-points", "100"]) == 0
+                 "--out", str(metrics_path), "--min-points", "100", "--report", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "report.html").exists()
     m = json.loads(metrics_path.read_text())
     assert m["num_events"] == 2 and len(m["confusion"]) == 5 and 0 <= m["mIoU"] <= 1
     pred_path = tmp_path / "pred.h5"
