@@ -143,6 +143,12 @@ def test_predict_maps_rows_back_and_marks_cut_rows(fixtures_dir):
     np.testing.assert_allclose(out["semantic_probs"][~cut].sum(1), 1.0, rtol=1e-5)
     assert m.embed(ev).shape == (int((~cut).sum()), 8)
     assert m.training  # predict restores the mode
+    # an event with nothing above the cut: all rows −1, no crash
+    energy[:] = 0.01
+    empty = event_from_labels(d["voxel"].astype(np.int64), energy, d["segment_motif"].astype(np.int64),
+                              d["segment_pid"].astype(np.int64), d["instance_particle"].astype(np.int64),
+                              d["instance_interaction"].astype(np.int64))
+    assert (m.predict(empty)["semantic"] == -1).all()
 
 
 def test_official_pth_layout_loads_through_io(tmp_path):

@@ -282,6 +282,11 @@ class SemanticModel(nn.Module):
     def predict(self, event) -> dict:
         """Per raw row: ``semantic`` (N,) int64 (−1 for rows removed by the energy cut) and
         ``semantic_probs`` (N, 5) float32 (0 for removed rows)."""
+        n = len(event)
+        labels = np.full(n, -1, np.int64)
+        out_probs = np.zeros((n, self.num_classes), np.float32)
+        if n == 0 or not (event.energy > self.energy_threshold).any():  # nothing survives the cut
+            return {"semantic": labels, "semantic_probs": out_probs}
         was = self.training
         self.eval()
         try:
@@ -291,9 +296,6 @@ class SemanticModel(nn.Module):
         finally:
             self.train(was)
         probs = torch.softmax(logits, 1).numpy()
-        n = len(event)
-        labels = np.full(n, -1, np.int64)
-        out_probs = np.zeros((n, self.num_classes), np.float32)
         labels[d["index"]] = probs.argmax(1)
         out_probs[d["index"]] = probs
         return {"semantic": labels, "semantic_probs": out_probs}
