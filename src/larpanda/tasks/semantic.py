@@ -22,7 +22,6 @@ them in train mode (spec-model §7 item 12).
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .common import resolve_data, split_paths
+from .common import resolve_data
 
 COLUMNS = ("mode", "label_fraction", "labelled_events", "mIoU", "macro_F1", "allAcc", "mAcc",
            "IoU_shower", "IoU_track", "IoU_michel", "IoU_delta", "IoU_led", "train_s", "test_events")
