@@ -494,6 +494,7 @@ def build_report(results: dict, out_html, events=None, extras=None) -> Path:
         extras: optional ``{"runs": {name: metrics.jsonl path | rows}, "title": str, "subtitle": str,
             "sections": [Section, ...] (appended before the run summary)}``.
     """
+    results, out_html = _normalize(results, out_html)
     extras = extras or {}
     sem = results.get("semantic") or []
     sections = [
@@ -504,6 +505,7 @@ def build_report(results: dict, out_html, events=None, extras=None) -> Path:
         event_displays_section(events),
         features_section(events),
         training_curves_section(extras.get("runs") or {}),
+        *(results.get("_sections") or []),
         *(extras.get("sections") or []),
         summary_section(results),
     ]
@@ -512,6 +514,28 @@ def build_report(results: dict, out_html, events=None, extras=None) -> Path:
         "labels vs training from scratch → particles and interactions."
     )
     return write_page(out_html, sections, extras.get("title", "larpanda: a foundation model for LArTPC data"), subtitle)
+
+
+def _normalize(results, out_html):
+    """Accept the shapes the commands pass: (out, results) swapped, a directory as ``out_html``
+    (→ ``DIR/report.html``), ``{"study": rows}`` from ``larpanda study`` (mIoU/macro_F1/IoU_* keys) and
+    ``{"semantic": metrics_dict}`` from ``larpanda evaluate --report``."""
+    if not isinstance(results, dict) and isinstance(out_html, dict):
+        results, out_html = out_html, results
+    out_html = Path(out_html)
+    if out_html.is_dir() or out_html.suffix.lower() not in (".html", ".htm"):
+        out_html = out_html / "report.html"
+    results = dict(results)
+    if "study" in results and "semantic" not in results:
+        results["semantic"] = [
+            {"mode": r["mode"], "label_fraction": float(r["label_fraction"]), "pretrained": r["mode"] in ("linear", "decoder", "full"),
+             "miou": r.get("mIoU"), "macro_f1": r.get("macro_F1"),
+             "per_class_iou": {c: r[f"IoU_{c}"] for c in SEMANTIC_CLASSES if r.get(f"IoU_{c}") is not None}}
+            for r in results["study"]]
+    if isinstance(results.get("semantic"), dict):  # one metrics dict (evaluate --report)
+        m = results.pop("semantic")
+        results.setdefault("_sections", []).append(semantic_metrics_section(m))
+    return results, out_html
 
 
 def load_results(path) -> dict:

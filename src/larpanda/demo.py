@@ -1,0 +1,343 @@
+"""``larpanda demo``: the whole story on the built-in simulator, in one resumable command.
+
+Steps (each writes a done-marker JSON; re-running skips finished steps, an interrupted training resumes
+from its checkpoint):
+
+1. ``simulate``: train / val / test PILArNet-M v2 files (``DIR/data/{train,val,test}.h5``).
+2. ``pretrain``: self-distillation of the tiny backbone on the *unlabelled* training events
+   (``larpanda pretrain --config cpu-small``), exported to ``DIR/pretrain/backbone``.
+3. ``semantic``: label fractions × {linear, decoder, scratch} (+ full fine-tuning at the smallest fraction,
+   + the UResNet baseline), each trained with ``larpanda train semantic`` on a nested label subset and
+   evaluated on the test set (spec-data §6.1).
+4. ``panoptic``: particle-level detector (decoder mode) on the pretrained backbone, evaluated on the test
+   set (spec-data §6.2).
+5. ``report``: ``DIR/results.json`` and the offline ``DIR/report.html`` (`larpanda.viz.report`).
+
+Every training step goes through the same in-process command-line parser as the user's commands (so the
+demo exercises exactly what the README documents) and evaluation through the Python API. Budgets on 2 CPU
+cores: default ≤ 15 min, ``--quick`` ≤ 3 min (the sizes are in ``configs/demo/{default,quick}.yaml``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .atomic import atomic_write_json
+from .errors import UserError
+
+SPLITS = ("train", "val", "test")
+
+
+def _log(msg: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _cli(argv: list[str]):
+    """Run a larpanda sub-command in this process (same parser as the console script)."""
+    from .cli import build_parser
+
+    args = build_parser().parse_args([str(a) for a in argv])
+    return args.func(args)
+
+
+def _sets(items) -> list[str]:
+    out = []
+    for s in items or []:
+        out += ["--set", str(s)]
+    return out
+
+
+class Demo:
+    """One demo directory: configuration, step markers, results."""
+
+    def __init__(self, out, cfg: dict, workers: int = 1, quiet: bool = True):
+        self.out = Path(out)
+        self.cfg = cfg
+        self.workers = max(1, int(workers))
+        self.quiet = quiet
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------------------ step plumbing
+    def step(self, name: str, marker: Path, fn):
+        """Run ``fn() -> dict`` unless ``marker`` exists; the marker stores the result and the wall time."""
+        done = _read_json(marker)
+        if done is not None:
+            _log(f"{name}: done already ({done.get('wall_s', 0):.1f} s), skipping")
+            return done
+        _log(f"{name}: running")
+        t0 = time.perf_counter()
+        res = fn() or {}
+        res["wall_s"] = time.perf_counter() - t0
+        atomic_write_json(marker, res)
+        _log(f"{name}: finished in {res['wall_s']:.1f} s")
+        return res
+
+    @property
+    def data(self) -> Path:
+        return self.out / "data"
+
+    def split_file(self, split: str) -> Path:
+        return self.data / f"{split}.h5"
+
+    @property
+    def backbone(self) -> Path:
+        return self.out / "pretrain" / "backbone"
+
+    # ------------------------------------------------------------------------------------- steps
+    def simulate(self) -> dict:
+        from .data import pilarnet
+        from .sim import generate_events
+
+        sc = self.cfg["simulate"]
+        seed = int(self.cfg.get("seed", 0))
+        res, start = {}, 0
+        for split in SPLITS:
+            n = int(sc[split])
+            evs = generate_events(n, seed, start_index=start, workers=self.workers)
+            pilarnet.write_events(self.split_file(split), evs)
+            res[split] = {"events": n, "points_median": float(sorted(len(e) for e in evs)[n // 2])}
+            start += n  # disjoint event streams per split
+        return res
+
+    def pretrain(self) -> dict:
+        pc = self.cfg["pretrain"]
+        run = self.out / "pretrain"
+        argv = ["pretrain", "--config", pc.get("config", "cpu-small"), "--data", self.split_file("train"),
+                "--out", run, *_sets(pc.get("set"))]
+        if (run / "checkpoints" / "last.pt").exists():
+            argv.append("--resume")
+        _cli(argv)
+        if not (self.backbone / "config.json").exists():
+            raise UserError(f"pretraining finished but {self.backbone} holds no exported backbone")
+        return {"backbone": str(self.backbone), "metrics": str(run / "metrics.jsonl")}
+
+    def semantic_runs(self) -> list[tuple[str, float]]:
+        sc = self.cfg["semantic"]
+        runs = [(m, float(f)) for m in sc.get("modes", []) for f in sc.get("fractions", [])]
+        for extra in sc.get("extra") or []:
+            runs.append((extra["mode"], float(extra["label_fraction"])))
+        return runs
+
+    def semantic(self, mode: str, frac: float) -> dict:
+        from .viz.report import semantic_row
+
+        sc = self.cfg["semantic"]
+        run = self.out / "semantic" / f"{mode}_{frac:g}"
+        pretrained = mode in ("linear", "decoder", "full")
+        argv = ["train", "semantic", "--mode", mode, "--label-fraction", frac, "--data", self.split_file("train"),
+                "--out", run, "--seed", int(self.cfg.get("seed", 0)), *_sets(sc.get("set")),
+                *_sets((sc.get("mode_set") or {}).get(mode))]
+        if pretrained:
+            argv += ["--weights", self.backbone]
+        argv += self._batch_cap("semantic", sc, frac)
+        if self.quiet:
+            argv.append("--quiet")
+        if (run / "checkpoints" / "last.pt").exists():
+            argv.append("--resume")
+        t0 = time.perf_counter()
+        summary = _cli(argv) or {}
+        train_s = time.perf_counter() - t0
+        metrics = self._evaluate_semantic(run)
+        return semantic_row(metrics, mode, frac, pretrained, run=str(run.relative_to(self.out)), train_s=train_s,
+                            labelled_events=(summary.get("run") or {}).get("labelled_events"),
+                            test_events=metrics.get("num_events"))
+
+    def _batch_cap(self, kind: str, section: dict, frac: float) -> list[str]:
+        """``--set train.batch_size=k`` when the labelled subset has fewer events than one batch (1 % of a
+        small training set can be 1 to 3 events)."""
+        from .config import apply_overrides, load_config
+        from .tasks.common import label_subset
+
+        if not hasattr(self, "_n_train"):
+            self._n_train = len(self._dataset("train", 0.13))
+        k = len(label_subset(self._n_train, frac, int(self.cfg.get("seed", 0))))
+        cfg = apply_overrides(load_config(section.get("config") or "default", kind), list(section.get("set") or []))
+        bs = int(cfg.get("train", {}).get("batch_size", 4))
+        return ["--set", f"train.batch_size={k}"] if k < bs else []
+
+    def _dataset(self, split: str, energy_threshold: float):
+        from .tasks.common import make_dataset
+
+        return make_dataset([str(self.split_file(split))],
+                            {"energy_threshold": energy_threshold,
+                             "min_points": int(self.cfg.get("eval", {}).get("min_points", 1024))}, train=False)
+
+    def _test_set(self, energy_threshold: float):
+        from .tasks.common import make_dataset
+
+        return make_dataset([str(self.split_file("test"))],
+                            {"energy_threshold": energy_threshold,
+                             "min_points": int(self.cfg.get("eval", {}).get("min_points", 1024))}, train=False)
+
+    def _evaluate_semantic(self, run: Path) -> dict:
+        from .tasks.semantic import evaluate_model, load_semantic
+
+        model = load_semantic(run / "weights")
+        ds = self._test_set(model.energy_threshold)
+        return evaluate_model(model, ds, 4, self.cfg.get("eval", {}).get("max_test_events"))
+
+    def panoptic(self, level: str) -> dict:
+        from .tasks.panoptic import evaluate_model, load_panoptic
+
+        pc = self.cfg["panoptic"]
+        run = self.out / "panoptic" / level
+        mode = pc.get("mode", "decoder")
+        frac = float(pc.get("label_fraction", 1.0))
+        argv = ["train", "panoptic", "--level", level, "--mode", mode, "--label-fraction", frac,
+                "--data", self.split_file("train"), "--out", run, "--seed", int(self.cfg.get("seed", 0)),
+                *_sets(pc.get("set"))]
+        if pc.get("config"):
+            argv += ["--config", pc["config"]]
+        if mode != "scratch":
+            argv += ["--weights", self.backbone]
+        argv += self._batch_cap("panoptic", pc, frac)
+        if self.quiet:
+            argv.append("--quiet")
+        if (run / "checkpoints" / "last.pt").exists():
+            argv.append("--resume")
+        t0 = time.perf_counter()
+        _cli(argv)
+        train_s = time.perf_counter() - t0
+        model = load_panoptic(run / "weights")
+        m = evaluate_model(model, self._test_set(model.energy_threshold), 4, self.cfg.get("eval", {}).get("max_test_events"))
+        row = {"level": level, "mode": mode, "label_fraction": frac, "pretrained": mode != "scratch",
+               "run": str(run.relative_to(self.out)), "train_s": train_s}
+        for k in ("ari", "f1", "precision", "recall", "pq", "sq", "rq", "matched_iou", "pq_std", "pid_accuracy",
+                  "pid_confusion", "forward_s_per_event", "postprocess_s_per_event", "num_events"):
+            if k in m:
+                row[k] = m[k]
+        if "pid_macro_f1" in m:
+            row["pid_f1"] = m["pid_macro_f1"]
+        if "pid_confusion" in m:
+            from .data.event import PID_CLASSES
+
+            row["pid_classes"] = list(PID_CLASSES[: len(m["pid_confusion"])])
+        return row
+
+    # ------------------------------------------------------------------------------------ report
+    def display_events(self, results: dict) -> list[dict]:
+        """A few test events with truth, predictions of the best semantic and the particle model, and the
+        pretrained features, for the report's displays."""
+        import numpy as np
+
+        from .data import pilarnet
+        from .data.transforms import prepare
+
+        n = int(self.cfg.get("report", {}).get("events", 2))
+        if n <= 0:
+            return []
+        events = pilarnet.read_events(self.split_file("test"), 0, n)
+        sem_rows = [r for r in results.get("semantic", []) if r.get("run")]
+        # predictions from the pretrained model with the fewest labels that is best (the story of the demo)
+        sem_model = None
+        if sem_rows:
+            f0 = min(r["label_fraction"] for r in sem_rows)
+            pick = max((r for r in sem_rows if r["label_fraction"] == f0 and r.get("pretrained")),
+                       key=lambda r: r["miou"], default=None) or max(sem_rows, key=lambda r: r["miou"])
+            from .tasks.semantic import load_semantic
+
+            sem_model = (load_semantic(self.out / pick["run"] / "weights"), pick)
+        pan_model = None
+        pan_rows = [r for r in results.get("panoptic", []) if r.get("level") == "particle" and r.get("run")]
+        if pan_rows:
+            from .tasks.panoptic import load_panoptic
+
+            pan_model = load_panoptic(self.out / pan_rows[0]["run"] / "weights")
+        backbone = None
+        if (self.backbone / "config.json").exists():
+            from .io import load_model
+
+            backbone = load_model(str(self.backbone))
+        out = []
+        for i, ev in enumerate(events):
+            d = {"title": f"test event {i}", "voxel": ev.voxel, "energy": ev.energy,
+                 "segment_motif": ev.segment_motif, "segment_pid": ev.segment_pid,
+                 "instance_particle": ev.instance_particle, "instance_interaction": ev.instance_interaction, "pred": {}}
+            if sem_model is not None:
+                d["pred"]["segment_motif"] = sem_model[0].predict(ev)["semantic"]
+                r = sem_model[1]
+                d["title"] += f" · predicted by {r['mode']} @ {100 * r['label_fraction']:g} % labels"
+            if pan_model is not None:
+                p = pan_model.predict(ev)
+                d["pred"]["instance_particle"] = p["instance"]
+                if "pid" in p:
+                    d["pred"]["segment_pid"] = p["pid"]
+            if backbone is not None:
+                d["features"] = backbone.embed(ev)
+                d["feature_index"] = np.sort(prepare(ev, energy_threshold=0.13)["index"])
+            out.append(d)
+        return out
+
+    def runs_for_curves(self) -> dict:
+        runs = {}
+        if (self.out / "pretrain" / "metrics.jsonl").exists():
+            runs["pretrain"] = self.out / "pretrain" / "metrics.jsonl"
+        for p in sorted((self.out / "semantic").glob("*/metrics.jsonl")):
+            runs[p.parent.name.replace("_", " @ ")] = p
+        for p in sorted((self.out / "panoptic").glob("*/metrics.jsonl")):
+            runs[f"panoptic {p.parent.name}"] = p
+        return runs
+
+
+def run_demo(out, quick: bool = False, config=None, overrides=None, workers: int = 1, quiet: bool = True) -> dict:
+    """Run (or resume) the demo in ``out``; returns the results dict (also ``out/results.json``)."""
+    from .config import apply_overrides, load_config, save_config
+    from .viz import report
+
+    t_start = time.perf_counter()
+    cfg = load_config(config or ("quick" if quick else "default"), "demo")
+    cfg = apply_overrides(cfg, overrides)
+    demo = Demo(out, cfg, workers=workers, quiet=quiet)
+    save_config(cfg, demo.out / "demo_config.yaml")
+    timings: dict[str, float] = {}
+
+    r = demo.step("simulate", demo.data / "done.json", demo.simulate)
+    timings["simulate"] = r["wall_s"]
+    r = demo.step("pretrain", demo.out / "pretrain" / "done.json", demo.pretrain)
+    timings["pretrain"] = r["wall_s"]
+
+    semantic = []
+    for mode, frac in demo.semantic_runs():
+        row = demo.step(f"semantic {mode} @ {100 * frac:g} %", demo.out / "semantic" / f"{mode}_{frac:g}" / "result.json",
+                        lambda m=mode, f=frac: demo.semantic(m, f))
+        timings[f"semantic {mode} @ {100 * frac:g} %"] = row["wall_s"]
+        semantic.append(row)
+
+    panoptic = []
+    for level in cfg.get("panoptic", {}).get("levels", ["particle"]):
+        row = demo.step(f"panoptic {level}", demo.out / "panoptic" / level / "result.json", lambda lv=level: demo.panoptic(lv))
+        timings[f"panoptic {level}"] = row["wall_s"]
+        panoptic.append(row)
+
+    results = {
+        "semantic": semantic,
+        "panoptic": panoptic,
+        "timings_s": timings,
+        "versions": report.versions(),
+        "machine": report.machine_info(),
+        "config": cfg,
+        "quick": bool(quick),
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    t0 = time.perf_counter()
+    _log("report: building")
+    events = demo.display_events(results)
+    timings["report"] = time.perf_counter() - t0
+    results["wall_s"] = sum(v for v in timings.values())
+    results["wall_s_this_call"] = time.perf_counter() - t_start
+    atomic_write_json(demo.out / "results.json", results)
+    report.build_report(results, demo.out / "report.html", events=events, extras={"runs": demo.runs_for_curves()})
+    _log(f"report: {demo.out / 'report.html'}  (total {results['wall_s']:.0f} s of steps)")
+    return results
