@@ -250,37 +250,3 @@ def feature_pca_figure(voxel, features, title: str | None = None, marker_size: f
     fig.update_layout(margin=dict(l=0, r=0, t=40 if title else 0, b=0),
                       scene=dict(aspectmode="data", xaxis_title="x", yaxis_title="y", zaxis_title="z"))
     return fig
-
-
-def basic_event_figure(arrays: dict, color_by: str = "semantic", title: str | None = None):
-    """Minimal 3D display, used by the report ONLY when ``viz.display.event_figure`` is unavailable.
-
-    ``arrays``: ``voxel`` (N,3), ``energy`` (N,), label arrays as in `larpanda.data.event.Event`.
-    One trace per category, so a legend click toggles a class/particle.
-    """
-    import plotly.graph_objects as go
-
-    from ..data.event import SEMANTIC_CLASSES
-
-    v = np.asarray(arrays["voxel"])
-    fig = go.Figure()
-    if color_by == "energy":
-        e = np.asarray(arrays["energy"], dtype=np.float64)
-        fig.add_trace(go.Scatter3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], mode="markers", name="energy",
-                                   marker=dict(size=2, color=np.log10(np.maximum(e, 1e-3)), colorscale="Viridis",
-                                               colorbar=dict(title="log10 MeV", thickness=10))))
-    else:
-        key = {"semantic": "segment_motif", "particle": "instance_particle",
-               "interaction": "instance_interaction", "pid": "segment_pid"}[color_by]
-        lab = np.asarray(arrays[key])
-        for c in np.unique(lab):
-            m = lab == c
-            if color_by == "semantic":
-                name = SEMANTIC_CLASSES[c] if 0 <= c < len(SEMANTIC_CLASSES) else str(c)
-            else:
-                name = "LED / none" if c < 0 else f"{color_by} {c}"
-            fig.add_trace(go.Scatter3d(x=v[m, 0], y=v[m, 1], z=v[m, 2], mode="markers", name=name,
-                                       marker=dict(size=2)))
-    _layout(fig, title, height=460)
-    fig.update_layout(margin=dict(l=0, r=0, t=40 if title else 0, b=0), scene=dict(aspectmode="data"))
-    return fig

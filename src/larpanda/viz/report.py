@@ -286,11 +286,9 @@ def panoptic_section(rows) -> Section | None:
 
 
 def _event_figure(arrays: dict, color_by: str, title: str):
-    """`viz.display.event_figure` (the package's event display); a minimal stand-in only if it is missing."""
-    try:
-        from .display import event_figure
-    except ImportError:
-        event_figure = plots.basic_event_figure
+    """The package's one event display, `viz.display.event_figure`."""
+    from .display import event_figure
+
     return event_figure(arrays, color_by=color_by, title=title)
 
 
