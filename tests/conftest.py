@@ -22,3 +22,14 @@ def _threads():
     import torch
 
     torch.set_num_threads(int(os.environ.get("LARPANDA_TEST_THREADS", "2")))
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread (many small ops: avoids oversubscription stalls on 2 shared cores)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -10,13 +10,7 @@ import torch.nn.functional as F
 from larpanda.nn.uresnet import DownConv3d, SparseLevel, SubMConv3d, UpConv3d, UResNet, build_uresnet, num_parameters
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # many small ops: one thread avoids oversubscription stalls on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random_sites(rng, batch=2, size=6, n=40):

@@ -14,13 +14,7 @@ from larpanda.tasks.semantic import SemanticModel, load_official_state_dict, lov
 TINY = load_config("tiny", "model")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # many small ops: one thread avoids oversubscription stalls on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_lovasz_equals_jaccard_loss_at_hard_predictions():

@@ -16,12 +16,7 @@ TINY_SET = ["train.max_steps=2", "train.batch_size=2", "train.log_every=1", "tra
             "model.preset=tiny", "data.min_points=100", "uresnet.preset=uresnet-tiny", "data.augment=null"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
