@@ -10,14 +10,6 @@ from larpanda.tasks.semantic import SemanticModel
 from larpanda.tasks.study import toy_events
 
 
-@pytest.fixture
-def one_thread():
-    # many small ops: one thread avoids oversubscription stalls on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_tiny_uresnet_overfits_few_events(one_thread):
     torch.manual_seed(0)
