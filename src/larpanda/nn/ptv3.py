@@ -228,17 +228,35 @@ def _upcast(point: Point, levels: int | None = None) -> Point:
     """Concatenate coarse features onto finer points, ``levels`` steps up the pooling chain (None: all
     the way to stage 0). From the stage-4 Point: levels=2 gives [f2|f3|f4] at stage-2 resolution (Sonata
     ``up_cast_level=2``), None gives [f0|f1|f2|f3|f4] at input resolution (spec-model §1.8). The chain
-    is consumed (``pooling_parent``/``pooling_inverse`` are popped), like the reference."""
-    step = 0
-    while "pooling_parent" in point and (levels is None or step < levels):
-        parent = point.pop("pooling_parent")
-        inverse = point.pop("pooling_inverse")
-        parent.feat = torch.cat([parent.feat, point.feat[inverse]], dim=-1)
-        point = parent
-        step += 1
-    if levels is not None and step < levels:
-        raise ValueError(f"upcast: asked for {levels} levels, the pooling chain has only {step}")
-    return point
+    is consumed (``pooling_parent``/``pooling_inverse`` are popped), like the reference.
+
+    The columns are written into one preallocated (N_target, sum C) tensor through the composed pooling
+    inverses (the reference concatenates level by level, holding about twice that at the last step); the
+    values are the same copies."""
+    chain = [point]  # coarsest first
+    while "pooling_parent" in chain[-1] and (levels is None or len(chain) - 1 < levels):
+        chain.append(chain[-1]["pooling_parent"])
+    if levels is not None and len(chain) - 1 < levels:
+        raise ValueError(f"upcast: asked for {levels} levels, the pooling chain has only {len(chain) - 1}")
+    if len(chain) == 1:
+        return point
+    target = chain[-1]
+    feats = [p.feat for p in reversed(chain)]  # target first
+    dtype = feats[0].dtype
+    for f in feats[1:]:
+        dtype = torch.promote_types(dtype, f.dtype)
+    out = feats[0].new_empty(feats[0].shape[0], sum(f.shape[1] for f in feats), dtype=dtype)
+    col, idx = 0, None
+    for i, f in enumerate(feats):
+        if i > 0:  # rows of this coarser level for each target row
+            coarse = chain[len(chain) - 1 - i]  # holds the map from its parent's rows to its own
+            inverse = coarse.pop("pooling_inverse")
+            coarse.pop("pooling_parent")
+            idx = inverse if idx is None else inverse[idx]
+        out[:, col : col + f.shape[1]] = f if idx is None else f[idx]
+        col += f.shape[1]
+    target.feat = out
+    return target
 
 
 upcast = _upcast
@@ -337,13 +355,22 @@ class PointTransformerV3(nn.Module):
     def forward(self, point, upcast: bool = True) -> Point:
         point = self._prepare(point)
         shuffle = self.shuffle_orders and self.training
+        # Inference of the encoder alone (no grad, up-cast): a finished stage keeps only what the up-cast
+        # needs, so its neighbour map, attention plans and serialization are freed (~440 B per point per
+        # stage; the decoder, training and upcast=False callers still see them).
+        free = self.enc_mode and upcast and not torch.is_grad_enabled()
         point = self.embedding(point)
         point = serialize_point(point, self.order, shuffle)
         for s, stage in enumerate(self.enc.children()):
             if s > 0:
-                point = stage.down(point, self.order, shuffle)
+                child = stage.down(point, self.order, shuffle)
+                if free:
+                    _drop_stage_caches(point)
+                point = child
             for name in stage.blocks:
                 point = getattr(stage, name)(point)
+        if free:
+            _drop_stage_caches(point)
         if not self.enc_mode:
             for stage in self.dec.children():
                 point = stage.up(point)
@@ -353,6 +380,15 @@ class PointTransformerV3(nn.Module):
         if upcast:
             point = _upcast(point)
         return point
+
+
+_STAGE_CACHES = ("kmap", "attn_plan", "serialized_code", "serialized_order", "serialized_inverse")
+
+
+def _drop_stage_caches(point: Point) -> None:
+    """Free a finished encoder stage's neighbour map, attention plans and serialization (inference)."""
+    for k in _STAGE_CACHES:
+        point.pop(k, None)
 
 
 def _init_weights(m):
