@@ -10,6 +10,8 @@ cut are absent); ``num_points`` (E,) int64 = n_i; attrs ``source`` (input file),
 
 from __future__ import annotations
 
+from .limits import add_limit_args, limits_from_args
+
 
 def add_parser(sub):
     p = sub.add_parser("embed", help="per-point backbone features to HDF5",
@@ -22,11 +24,17 @@ def add_parser(sub):
     p.add_argument("--energy-threshold", type=float, default=0.13, help="MeV; voxels at or below are dropped")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
+    add_limit_args(p)  # a skipped event gets 0 feature rows; attrs["skipped_events"] counts them
     p.set_defaults(func=run)
     return p
 
 
 def run(args):
+    with limits_from_args(args):
+        return _run(args)
+
+
+def _run(args):
     import inspect
 
     import h5py
@@ -38,6 +46,7 @@ def run(args):
     from ..data import pilarnet
     from ..errors import UserError
     from ..io import load_model
+    from ..io.memory import InferenceMemoryError, log
 
     model = load_model(args.weights)
     if not hasattr(model, "embed"):
@@ -51,12 +60,20 @@ def run(args):
     takes_thr = "energy_threshold" in inspect.signature(model.embed).parameters
     if not takes_thr and args.energy_threshold != 0.13:
         raise UserError("--energy-threshold: this model's embed() uses its own configured threshold")
-    for ev in tqdm(events, disable=args.quiet or None, desc="embed"):
-        f = model.embed(ev, energy_threshold=args.energy_threshold) if takes_thr else model.embed(ev)
+    skipped = []
+    for k, ev in enumerate(tqdm(events, disable=args.quiet or None, desc="embed")):
         keep = np.flatnonzero(ev.energy > np.float32(args.energy_threshold))
+        try:
+            f = model.embed(ev, energy_threshold=args.energy_threshold) if takes_thr else model.embed(ev)
+        except InferenceMemoryError as exc:
+            if not args.skip_bad_events:
+                raise
+            log.warning("skipping event: %s", exc)
+            skipped.append(args.start + k)
+            f, keep = np.zeros((0, 0), np.float32), keep[:0]
         feats.append(np.asarray(f, np.float32))
         idxs.append(keep.astype(np.int64))
-    channels = int(feats[0].shape[1]) if feats else 0
+    channels = max((int(a.shape[1]) for a in feats), default=0)
     with atomic_path(args.out) as tmp:
         with h5py.File(tmp, "w") as f:
             d = f.create_dataset("feat", (len(feats),), dtype=h5py.vlen_dtype(np.float32))
@@ -65,7 +82,9 @@ def run(args):
                 d[i] = a.reshape(-1)
                 x[i] = b
             f.create_dataset("num_points", data=np.array([len(b) for b in idxs], np.int64))
+            f.create_dataset("skipped_event_index", data=np.asarray(skipped, np.int64))
             f.attrs.update(source=str(args.data), weights=str(args.weights), channels=channels,
-                           energy_threshold=args.energy_threshold, first_event=args.start)
-    print(f"wrote {args.out}: {len(feats)} events, {channels} channels")
+                           energy_threshold=args.energy_threshold, first_event=args.start, skipped_events=len(skipped))
+    note = f" ({len(skipped)} skipped: above the inference limits)" if skipped else ""
+    print(f"wrote {args.out}: {len(feats)} events{note}, {channels} channels")
     return 0

@@ -1,5 +1,7 @@
 """`larpanda evaluate`: metrics of trained weights on labelled data, as JSON (spec-data §6)."""
 
+from .limits import add_limit_args, limits_from_args
+
 
 def add_parser(sub):
     p = sub.add_parser(
@@ -18,11 +20,17 @@ def add_parser(sub):
     p.add_argument("--batch-size", type=int, default=4, help="events per forward pass")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_limit_args(p)  # with --skip-bad-events malformed events are skipped too (counted: skipped_events)
     p.set_defaults(func=run)
     return p
 
 
 def run(args):
+    with limits_from_args(args):
+        return _run(args)
+
+
+def _run(args):
     from ..errors import UserError
 
     task = args.task

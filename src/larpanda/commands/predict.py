@@ -1,5 +1,7 @@
 """`larpanda predict`: per-point predictions aligned with the input events (HDF5, design.md §4)."""
 
+from .limits import add_limit_args, limits_from_args
+
 
 def add_parser(sub):
     p = sub.add_parser(
@@ -7,7 +9,9 @@ def add_parser(sub):
         help="per-point predictions of trained weights, written as HDF5 aligned with the input events",
         description="Run trained semantic or panoptic weights on IN.h5 and write OUT.h5: one vlen dataset per "
         "output, row i = input event i, raw point order (rows removed by the energy cut get -1), plus "
-        "event_index and the source_file attribute.",
+        "event_index and the source_file attribute. An event whose estimated inference memory is above "
+        "--max-memory-gb stops the run (exit 2) before its forward pass, or with --skip-bad-events is "
+        "skipped (rows -1, listed in skipped_event_index).",
     )
     p.add_argument("--weights", required=True, help="trained task weights (dir, .safetensors or Panda .pth)")
     p.add_argument("--data", required=True, help="input PILArNet-M HDF5 file")
@@ -15,6 +19,7 @@ def add_parser(sub):
     p.add_argument("--max-events", type=int, default=None, help="predict at most this many events")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_limit_args(p)
     p.set_defaults(func=run)
     return p
 
@@ -22,5 +27,6 @@ def add_parser(sub):
 def run(args):
     from ..tasks.semantic import run_predict
 
-    run_predict(args)
+    with limits_from_args(args):
+        run_predict(args)
     return 0

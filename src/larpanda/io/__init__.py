@@ -1,5 +1,8 @@
-"""larpanda.io: weights I/O (safetensors + config.json; official Panda .pth import)."""
+"""larpanda.io: weights I/O (safetensors + config.json; official Panda .pth import) and the inference
+memory guard (`larpanda.io.memory`)."""
 
 from .checkpoints import build_model, load_model, model_from_config, save_model
+from .memory import InferenceMemoryError, estimate_bytes, set_limits
 
-__all__ = ["build_model", "load_model", "save_model", "model_from_config"]
+__all__ = ["build_model", "load_model", "save_model", "model_from_config", "InferenceMemoryError", "estimate_bytes",
+           "set_limits"]

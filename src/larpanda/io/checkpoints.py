@@ -18,6 +18,7 @@ from torch import nn
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import UserError
 from ..nn.ptv3 import PointTransformerV3
+from .memory import check_model
 
 TASKS = ("backbone", "semantic", "panoptic")
 
@@ -35,20 +36,22 @@ class Backbone(PointTransformerV3):
         """Per-point up-cast features (N_kept, sum(enc_channels)) of one `Event`, fp32, eval mode.
 
         Rows follow the event's voxel order restricted to the points passing the energy cut
-        (E > ``energy_threshold`` MeV), i.e. ``event.voxel[event.energy > thr]``."""
+        (E > ``energy_threshold`` MeV), i.e. ``event.voxel[event.energy > thr]``. An event above the
+        inference memory limit raises `larpanda.io.memory.InferenceMemoryError` before the forward pass."""
         from ..data.point import collate
         from ..data.transforms import prepare
 
         d = prepare(event, energy_threshold=energy_threshold)
+        check_model(self, d, source=event.source)  # refuse an event above the memory limit before the forward pass
         point = collate([{k: d[k] for k in ("coord", "grid_coord", "feat", "offset")}])
         dev = next(self.parameters()).device
         was = self.training
         self.eval()
         try:
-            out = self(point.to(dev), upcast=True)
+            feat = self(point.to(dev), upcast=True).feat  # the rest of the output Point is freed here
         finally:
             self.train(was)
-        feat = out.feat.float().cpu().numpy()
+        feat = feat.float().cpu().numpy()
         return feat[np.argsort(d["index"], kind="stable")]
 
 

@@ -104,7 +104,9 @@ def make_dataset(paths, cfg_data: dict, train: bool, seed: int = 0, max_events=N
     """`PILArNetDataset` over ``paths`` with the task config's ``data:`` section.
 
     Keys: ``energy_threshold`` (eval cut, 0.13), ``train_energy_threshold`` (defaults to the eval cut),
-    ``min_points`` (raw points, 1024 as the reference), ``augment`` (dict for training, None = none).
+    ``min_points`` (raw points, 1024 as the reference), ``augment`` (dict for training, None = none),
+    ``skip_bad_events`` (log, count and skip malformed events and, in evaluation, events above the
+    inference limits; default False).
     """
     from ..data.dataset import PILArNetDataset
 
@@ -113,16 +115,54 @@ def make_dataset(paths, cfg_data: dict, train: bool, seed: int = 0, max_events=N
         thr = cfg_data.get("train_energy_threshold", thr)
     return PILArNetDataset(resolve_data(paths), energy_threshold=thr, min_points=int(cfg_data.get("min_points", 1024)),
                            max_events=max_events, augment=(cfg_data.get("augment") or None) if train else None,
-                           seed=seed)
+                           seed=seed, skip_bad_events=bool(cfg_data.get("skip_bad_events", False)))
 
 
-def iterate_batches(dataset, batch_size: int = 4, max_events=None):
-    """Yield collated `Point` batches of ``dataset`` in order (evaluation)."""
+def skipped_list(dataset) -> list:
+    """The list where ``dataset`` (or a Subset's dataset) records skipped events ([] if it has none)."""
+    return getattr(getattr(dataset, "dataset", dataset), "skipped", [])
+
+
+def iterate_batches(dataset, batch_size: int = 4, max_events=None, model=None):
+    """Yield collated `Point` batches of ``dataset`` in order (evaluation).
+
+    With ``model``, every event first passes the inference memory guard (`larpanda.io.memory`): an event
+    above the limits raises `InferenceMemoryError` naming its file and event, or, when the dataset was
+    made with ``skip_bad_events``, is logged, appended to ``dataset.skipped`` and left out; a batch is
+    closed early when adding the next event would take its estimate above the limit."""
     from ..data.point import collate
 
     n = len(dataset) if max_events is None else min(len(dataset), int(max_events))
-    for start in range(0, n, batch_size):
-        yield collate([dataset[i] for i in range(start, min(n, start + batch_size))])
+    if model is None:
+        for start in range(0, n, batch_size):
+            yield collate([dataset[i] for i in range(start, min(n, start + batch_size))])
+        return
+    from ..io import memory
+
+    base = getattr(dataset, "dataset", dataset)  # a Subset's underlying PILArNetDataset
+    items, total = [], 0.0
+    for i in range(n):
+        item = dataset[i]
+        source = None
+        if "file_index" in item and hasattr(base, "files"):
+            source = (base.files[int(np.asarray(item["file_index"]).reshape(-1)[0])],
+                      int(np.asarray(item["event_index"]).reshape(-1)[0]))
+        try:
+            est = memory.check_model(model, item, source=source)
+        except memory.InferenceMemoryError as exc:
+            if not getattr(base, "skip_bad_events", False):
+                raise
+            memory.log.warning("skipping event: %s", exc)
+            base.skipped.append(str(exc))
+            continue
+        limit = memory.limit_bytes(str(next(model.parameters()).device))[0]
+        if items and (len(items) == batch_size or total + est > limit):
+            yield collate(items)
+            items, total = [], 0.0
+        items.append(item)
+        total += est
+    if items:
+        yield collate(items)
 
 
 def find_weights(path) -> Path:

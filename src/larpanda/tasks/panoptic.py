@@ -216,9 +216,16 @@ class PanopticModel(nn.Module):
     def _prepared(self, event):
         from ..data.point import collate
         from ..data.transforms import prepare
+        from ..io.memory import check_model
 
         d = prepare(event, energy_threshold=self.energy_threshold)
+        check_model(self, d, source=event.source)  # InferenceMemoryError before any forward pass
         return d, collate([d])
+
+    def empty_prediction(self, n: int) -> dict:
+        """`predict`'s output for an event of ``n`` rows none of which is predicted (all removed)."""
+        key = "pid" if self.level == "particle" else "interaction_class"
+        return {"instance": np.full(n, -1, np.int64), key: np.full(n, -1, np.int64), "score": np.zeros(n, np.float32)}
 
     @torch.no_grad()
     def predict(self, event) -> dict:
@@ -233,13 +240,10 @@ class PanopticModel(nn.Module):
             r = self.infer(point.to(dev))[0]
         finally:
             self.train(was)
-        n = len(event)
-        inst = np.full(n, -1, np.int64)
-        cls = np.full(n, -1, np.int64)
-        score = np.zeros(n, np.float32)
-        inst[d["index"]], cls[d["index"]], score[d["index"]] = r["instance"], r["cls"], r["score"]
+        out = self.empty_prediction(len(event))
         key = "pid" if self.level == "particle" else "interaction_class"
-        return {"instance": inst, key: cls, "score": score}
+        out["instance"][d["index"]], out[key][d["index"]], out["score"][d["index"]] = r["instance"], r["cls"], r["score"]
+        return out
 
     @torch.no_grad()
     def embed(self, event) -> np.ndarray:
@@ -282,8 +286,10 @@ def from_panda_config(cfg: dict) -> dict:
 def evaluate_model(model: PanopticModel, dataset, batch_size: int = 4, max_events=None, device="cpu") -> dict:
     """spec-data §6.2/6.3 metrics of ``model`` on ``dataset`` (post-transform points) + timings."""
     from ..metrics.panoptic import PanopticAccumulator
-    from .common import iterate_batches
+    from .common import iterate_batches, skipped_list
 
+    skipped = skipped_list(dataset)
+    k0 = len(skipped)
     lv = LEVELS[model.level]
     acc = PanopticAccumulator(len(lv["class_names"]), lv["class_names"])
     was = model.training
@@ -291,7 +297,7 @@ def evaluate_model(model: PanopticModel, dataset, batch_size: int = 4, max_event
     n, t_fwd, t_post = 0, 0.0, 0.0
     try:
         with torch.no_grad():
-            for batch in iterate_batches(dataset, batch_size, max_events):
+            for batch in iterate_batches(dataset, batch_size, max_events, model=model):
                 batch = batch.to(device)
                 t0 = time.perf_counter()
                 out = model(batch)
@@ -315,7 +321,7 @@ def evaluate_model(model: PanopticModel, dataset, batch_size: int = 4, max_event
     finally:
         model.train(was)
     res = acc.compute()
-    res.update({"num_events": float(n), "forward_s_per_event": t_fwd / max(n, 1),
+    res.update({"num_events": float(n), "skipped_events": len(skipped) - k0, "forward_s_per_event": t_fwd / max(n, 1),
                 "postprocess_s_per_event": t_post / max(n, 1), "level": model.level})
     return res
 
@@ -415,7 +421,8 @@ def run_evaluate(args) -> dict:
     from .common import make_dataset
 
     model = load_panoptic(args.weights).to(args.device)
-    ds = make_dataset(args.data, {"energy_threshold": model.energy_threshold, "min_points": 1024}, train=False)
+    ds = make_dataset(args.data, {"energy_threshold": model.energy_threshold, "min_points": 1024,
+                                  "skip_bad_events": getattr(args, "skip_bad_events", False)}, train=False)
     if len(ds) == 0:
         raise UserError(f"{args.data}: no event qualifies (min 1024 raw points)")
     metrics = evaluate_model(model, ds, args.batch_size, args.max_events, device=args.device)

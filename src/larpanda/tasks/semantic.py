@@ -271,21 +271,29 @@ class SemanticModel(nn.Module):
 
     # --- inference on one event ---------------------------------------------------------------------
     def _prepared(self, event):
+        """(prepared dict, collated Point); raises `io.memory.InferenceMemoryError` for an event above
+        the inference memory limit, before any forward pass."""
         from ..data.point import collate
         from ..data.transforms import prepare
+        from ..io.memory import check_model
 
         d = prepare(event, energy_threshold=self.energy_threshold)
+        check_model(self, d, source=event.source)
         return d, collate([d])
+
+    def empty_prediction(self, n: int) -> dict:
+        """`predict`'s output for an event of ``n`` rows none of which is predicted (all removed)."""
+        return {"semantic": np.full(n, -1, np.int64), "semantic_probs": np.zeros((n, self.num_classes), np.float32)}
 
     @torch.no_grad()
     def predict(self, event) -> dict:
         """Per raw row: ``semantic`` (N,) int64 (−1 for rows removed by the energy cut) and
         ``semantic_probs`` (N, 5) float32 (0 for removed rows)."""
         n = len(event)
-        labels = np.full(n, -1, np.int64)
-        out_probs = np.zeros((n, self.num_classes), np.float32)
+        out = self.empty_prediction(n)
+        labels, out_probs = out["semantic"], out["semantic_probs"]
         if n == 0 or not (event.energy > self.energy_threshold).any():  # nothing survives the cut
-            return {"semantic": labels, "semantic_probs": out_probs}
+            return out
         was = self.training
         self.eval()
         try:
@@ -444,16 +452,19 @@ def evaluate_model(model, dataset, batch_size: int = 4, max_events=None, exclude
     was = model.training
     model.eval()
     n_events, t0 = 0, time.perf_counter()
-    from .common import iterate_batches
+    from .common import iterate_batches, skipped_list
 
+    skipped = skipped_list(dataset)
+    k0 = len(skipped)
     with torch.no_grad():
-        for batch in iterate_batches(dataset, batch_size, max_events):
+        for batch in iterate_batches(dataset, batch_size, max_events, model=model):
             logits = model(batch.to(device))
             acc.update(logits.argmax(1).cpu(), batch["segment_motif"])
             n_events += batch.num_events
     model.train(was)
     out = acc.compute()
     out["num_events"] = n_events
+    out["skipped_events"] = len(skipped) - k0  # bad events and events above the inference limits
     out["seconds_per_event"] = (time.perf_counter() - t0) / max(1, n_events)
     return out
 
@@ -562,8 +573,8 @@ def run_evaluate(args) -> dict:
     from .common import make_dataset
 
     model = load_semantic(args.weights).to(args.device)
-    ds = make_dataset(args.data, {"energy_threshold": model.energy_threshold, "min_points": getattr(args, "min_points", 1024)},
-                      train=False)
+    ds = make_dataset(args.data, {"energy_threshold": model.energy_threshold, "min_points": getattr(args, "min_points", 1024),
+                                  "skip_bad_events": getattr(args, "skip_bad_events", False)}, train=False)
     if len(ds) == 0:
         raise UserError(f"{' '.join(map(str, args.data))}: no event qualifies (min {args.min_points} raw points; see --min-points)")
     metrics = evaluate_model(model, ds, args.batch_size, args.max_events, exclude=(4,) if args.exclude_led else (),
@@ -597,13 +608,23 @@ def run_predict(args) -> None:
     n = pilarnet.num_events(args.data)
     if args.max_events is not None:
         n = min(n, int(args.max_events))
+    from ..io.memory import InferenceMemoryError, log
+
     outputs: dict[str, list] = {}
     widths: dict[str, int] = {}
+    skipped: list[int] = []
     t0 = time.perf_counter()
     chunk = 16
     for start in range(0, n, chunk):
-        for ev in pilarnet.read_events(args.data, start, min(n, start + chunk)):
-            pred = model.predict(ev)
+        for k, ev in enumerate(pilarnet.read_events(args.data, start, min(n, start + chunk))):
+            try:
+                pred = model.predict(ev)
+            except InferenceMemoryError as exc:  # above --max-memory-gb / --max-points
+                if not getattr(args, "skip_bad_events", False):
+                    raise
+                log.warning("skipping event: %s", exc)
+                skipped.append(start + k)
+                pred = model.empty_prediction(len(ev))  # its rows read as removed by the cut
             for k, v in pred.items():
                 v = np.asarray(v)
                 widths[k] = 1 if v.ndim == 1 else int(np.prod(v.shape[1:]))
@@ -615,6 +636,8 @@ def run_predict(args) -> None:
             f.attrs["task"] = task
             f.attrs["weights"] = str(args.weights)
             f.create_dataset("event_index", data=np.arange(n, dtype=np.int64))
+            f.attrs["skipped_events"] = len(skipped)
+            f.create_dataset("skipped_event_index", data=np.asarray(skipped, dtype=np.int64))
             for k, rows in outputs.items():
                 dtype = np.float32 if rows and rows[0].dtype.kind == "f" else np.int64
                 ds = f.create_dataset(k, (len(rows),), dtype=h5py.vlen_dtype(dtype))
@@ -624,5 +647,6 @@ def run_predict(args) -> None:
     if not getattr(args, "quiet", False):
         import sys
 
-        print(f"predicted {n} events in {elapsed:.2f} s ({1000 * elapsed / max(1, n):.1f} ms/event) -> {args.out}",
+        note = f" ({len(skipped)} skipped: above the inference limits)" if skipped else ""
+        print(f"predicted {n} events{note} in {elapsed:.2f} s ({1000 * elapsed / max(1, n):.1f} ms/event) -> {args.out}",
               file=sys.stderr)
