@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -52,16 +53,35 @@ def atomic_write_text(path, text: str) -> None:
 
 
 def atomic_write_json(path, obj, indent: int = 2) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False, default=_json_default) + "\n")
+    """Write ``obj`` as strict JSON (`json_text`): NaN and ±Inf become ``null``."""
+    atomic_write_text(path, json_text(obj, indent=indent) + "\n")
+
+
+def json_text(obj, indent: int | None = None) -> str:
+    """Strict JSON text (RFC 8259) of ``obj``: non-finite floats (NaN, ±Inf, also numpy ones and inside
+    numpy arrays) become ``null``; numpy scalars/arrays become numbers/lists, paths strings. Python's
+    ``json.dumps`` would write the non-standard tokens ``NaN``/``Infinity``, which strict parsers (browsers'
+    ``JSON.parse``, jq, most languages) reject."""
+    return json.dumps(_finite(obj), indent=indent, sort_keys=False, default=_json_default, allow_nan=False)
+
+
+def _finite(o):
+    """A copy of ``o`` with every non-finite float replaced by None (dicts, lists, tuples, numpy)."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    mod = type(o).__module__
+    if mod == "numpy" and hasattr(o, "tolist"):  # numpy scalar or array
+        return _finite(o.tolist())
+    return o
 
 
 def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
     if isinstance(o, Path):
         return str(o)
+    if hasattr(o, "tolist") and type(o).__module__ == "numpy":
+        return o.tolist()
     raise TypeError(f"not JSON serializable: {type(o).__name__}")

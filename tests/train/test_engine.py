@@ -198,3 +198,21 @@ def test_eval_fn_and_epochs(tmp_path, capsys):
     recs = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in recs if x.get("split") == "val"] == [4, 8]
     assert "typo_key" in capsys.readouterr().err
+
+
+def test_metrics_jsonl_is_strict_json(tmp_path):
+    """A NaN/Inf log value (e.g. an undefined statistic) is written as null, not as the bare NaN token that
+    strict JSON readers reject."""
+
+    class NanLogs(ToyTask):
+        def training_step(self, batch, step):
+            loss, logs = super().training_step(batch, step)
+            return loss, {**logs, "undefined": float("nan"), "huge": float("inf")}
+
+    _run(tmp_path / "a", {**CFG, "max_steps": 2}, task=NanLogs())
+
+    def reject(token):
+        raise ValueError(token)
+
+    recs = [json.loads(x, parse_constant=reject) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert recs and all(r["undefined"] is None and r["huge"] is None for r in recs)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import yaml
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, json_text
 from ..config import save_config
 from ..errors import NumericalError, UserError
 from . import distributed as D
@@ -446,7 +446,7 @@ def fit(task, dataset, cfg: dict, out_dir, resume: bool = False, val_dataset=Non
     def log(rec):
         if not main:
             return
-        mfile.write(json.dumps(rec) + "\n")
+        mfile.write(json_text(rec) + "\n")  # strict JSON: a NaN log value is written as null
         mfile.flush()
         if tb is not None:
             for k, v in rec.items():
