@@ -1,9 +1,9 @@
 """Headless Chromium helpers for the report's browser tests (stdlib only: no playwright, no PIL).
 
 ``probe(html)`` opens a copy of the page with two injected scripts: one (first in <head>) records every
-uncaught error and ``console.error`` call; one (end of <body>) waits for the page, clicks the first legend
-entry of the first 3D display the way a user would (mousedown + mouseup on the legend toggle), and writes
-the outcome as JSON into ``<pre id="__result">``, read back through ``--dump-dom``.
+uncaught error and ``console.error`` call; one (end of <body>) waits for the page, lists the figures drawn
+wider than their box, clicks the first legend entry of the first 3D display the way a user would (mousedown
++ mouseup on the legend toggle), and writes the outcome as JSON into ``<pre id="__result">``, read back through ``--dump-dom``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ window.addEventListener('load', function(){ setTimeout(function(){
     p.textContent=JSON.stringify(out); document.body.appendChild(p); }
   try {
     out.n_plots = document.querySelectorAll('.js-plotly-plot').length;
+    out.too_wide = Array.prototype.filter.call(document.querySelectorAll('.js-plotly-plot'), function(g){
+      return g._fullLayout && g._fullLayout.width > g.offsetWidth + 1; }).map(function(g){
+      return g.id + ' ' + g._fullLayout.width + '>' + g.offsetWidth; });
     var gds = Array.prototype.filter.call(document.querySelectorAll('.js-plotly-plot'), function(g){
       return g._fullLayout && g._fullLayout.scene && g.querySelector('g.legend g.traces'); });
     out.n3d = gds.length;

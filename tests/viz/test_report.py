@@ -42,9 +42,34 @@ def test_sections_and_numbers(page):
     assert f"{100 * lin['miou']:.1f}" in html
     assert f"{100 * (lin['miou'] - scr['miou']):+.1f}" in html  # the headline delta
     assert "0.830" in html  # particle ARI
-    for div in ("label-efficiency", "ev0-truth-semantic", "ev0-pred-semantic", "ev0-truth-particle",
+    for div in ("label-efficiency-plot", "ev0-truth-semantic", "ev0-pred-semantic", "ev0-truth-particle",
                 "ev0-truth-interaction", "ev0-energy", "pca0"):
         assert f'id="{div}"' in html, div
+
+
+def test_element_ids_are_unique(page):
+    """Plotly draws into ``getElementById(div_id)``: a figure whose id repeats a section anchor was drawn into
+    the section itself (over its heading and table)."""
+    _, html = page
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    assert not dup, dup
+
+
+def test_report_from_results_json_with_nulls(tmp_path):
+    """Undefined metrics (NaN: no particle predicted, a class absent) are null in results.json; a report
+    built from the file shows them as "–" instead of failing."""
+    import json
+
+    from larpanda.atomic import json_text
+
+    res = fake_results()
+    res["panoptic"][0]["ari"] = float("nan")
+    res["semantic"][0]["per_class_iou"]["michel"] = float("nan")
+    loaded = json.loads(json_text(res))
+    assert loaded["panoptic"][0]["ari"] is None
+    html = report.build_report(loaded, tmp_path / "r.html").read_text()
+    assert "particle clustering ARI" in html and '<div class="big">–</div>' in html
 
 
 def test_partial_results_and_sections(tmp_path):

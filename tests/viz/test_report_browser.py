@@ -35,6 +35,7 @@ def test_report_runs_without_js_errors_and_legend_toggles(report_html, tmp_path)
     assert result["errs"] == [], result["errs"]
     assert browser.console_errors(stderr) == []
     assert result["n_plots"] >= 8  # label efficiency, classes, confusion, panoptic, event displays, curves
+    assert result["too_wide"] == [], result["too_wide"]  # every figure fits its column (none hidden under its neighbour)
     assert result["n3d"] >= 3 and result["gl"], result
     # A user's legend click hides the first class of the first 3D display.
     assert result["before"] == "true" and result.get("clicked") == 1, result

@@ -84,7 +84,7 @@ def per_class_iou_figure(rows, class_names, title: str | None = None):
         fig.add_trace(
             go.Bar(
                 x=list(class_names),
-                y=[100.0 * per.get(c, np.nan) for c in class_names],
+                y=[np.nan if per.get(c) is None else 100.0 * per[c] for c in class_names],  # null in results.json
                 name=label,
                 marker_color=MODE_COLORS.get(r["mode"]),
                 hovertemplate=f"{label}<br>%{{x}}: %{{y:.1f}} %<extra></extra>",
@@ -213,9 +213,10 @@ def pca_rgb(features, robust: float = 1.0) -> np.ndarray:
         return np.zeros((0, 3))
     x = x - x.mean(axis=0, keepdims=True)
     k = min(3, x.shape[1], x.shape[0])
-    # SVD of the centred matrix: cheap for N ≲ 1e5, C ≲ 1e3.
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    proj = x @ vt[:k].T
+    # Principal axes = top eigenvectors of the (C, C) scatter matrix: one GEMM + a small eigh instead of the
+    # SVD of the (N, C) matrix (5.4k x 336: 0.11 s vs 1.9 s of CPU; the SVD was most of a quick demo's report).
+    _, vecs = np.linalg.eigh(x.T @ x)  # ascending eigenvalues
+    proj = x @ vecs[:, ::-1][:, :k]
     if k < 3:
         proj = np.concatenate([proj, np.zeros((proj.shape[0], 3 - k))], axis=1)
     lo = np.percentile(proj, robust, axis=0)

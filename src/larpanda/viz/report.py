@@ -86,6 +86,17 @@ def _pct(v, digits: int = 1) -> str:
     return f"{100.0 * float(v):.{digits}f}"
 
 
+def _num(v, fmt: str = ".3f") -> str:
+    """A metric as text; None (JSON null) and NaN/Inf as "–"."""
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    return format(float(v), fmt)
+
+
+def _finite(v) -> bool:
+    return v is not None and np.isfinite(float(v))
+
+
 def _frac_label(f: float) -> str:
     return f"{100.0 * f:g} %"
 
@@ -122,7 +133,7 @@ def semantic_row(metrics: dict, mode: str, label_fraction: float, pretrained: bo
 
 def headline_section(results: dict) -> Section | None:
     """The one-sentence result: pretrained linear probe vs scratch at the smallest common label fraction."""
-    rows = results.get("semantic") or []
+    rows = [r for r in results.get("semantic") or [] if _finite(r.get("miou"))]
     lin = {r["label_fraction"]: r for r in rows if r["mode"] == "linear"}
     scr = {r["label_fraction"]: r for r in rows if r["mode"] == "scratch"}
     common = sorted(set(lin) & set(scr))
@@ -145,8 +156,8 @@ def headline_section(results: dict) -> Section | None:
     for p in results.get("panoptic") or []:
         if p.get("level") == "particle":
             cards.append(
-                f'<div class="card"><div class="big">{p.get("ari", float("nan")):.3f}</div><div>particle '
-                f"clustering ARI; detection F1 {p.get('f1', float('nan')):.3f}</div></div>"
+                f'<div class="card"><div class="big">{_num(p.get("ari"))}</div><div>particle '
+                f"clustering ARI; detection F1 {_num(p.get('f1'))}</div></div>"
             )
             break
     wall = results.get("wall_s")
@@ -188,7 +199,7 @@ def label_efficiency_section(rows, metric: str = "miou") -> Section:
             "per column; the smaller line is macro-F1 (%). Label fraction = fraction of training events "
             "whose labels are used (nested subsets).</p>")
     fig = plots.label_efficiency_figure(rows, metric)
-    return Section("Label efficiency", f'<div class="grid2"><div>{table}{note}</div>{fig_html(fig, "label-efficiency")}</div>',
+    return Section("Label efficiency", f'<div class="grid2"><div>{table}{note}</div>{fig_html(fig, "label-efficiency-plot")}</div>',
                    "label-efficiency")
 
 
@@ -271,7 +282,7 @@ def panoptic_section(rows) -> Section | None:
             if r.get("label_fraction") is not None:
                 desc += f", {_frac_label(r['label_fraction'])} labels"
             desc += "</span>"
-        body.append([desc] + [("–" if r.get(k) is None else f"{float(r[k]):.3f}") for k, _ in keys])
+        body.append([desc] + [_num(r.get(k)) for k, _ in keys])
     parts = [f'<div>{_table(["level"] + [n for _, n in keys], body, "num")}'
              '<p class="muted small">Detection: predicted and true instances matched one-to-one at IoU ≥ 0.5 '
              "(spec-data §6.2), counts pooled over events; ARI per event (points predicted as LED dropped), "
@@ -438,6 +449,7 @@ h2 { font-size:19px; margin:4px 0 12px; }
 h3 { font-size:15px; margin:14px 0 6px; }
 .grid2 { display:grid; grid-template-columns:repeat(auto-fit, minmax(520px, 1fr)); gap:14px; align-items:start; }
 .fig { min-width:0; }
+.grid2 > div:not(.fig) { min-width:0; overflow-x:auto; }
 .evpanel { border:1px solid var(--line); border-radius:8px; }
 table { border-collapse:collapse; margin:6px 0; font-size:14px; }
 th, td { padding:6px 12px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
@@ -472,8 +484,15 @@ def render_page(sections, title: str = "larpanda report", subtitle: str = "") ->
         f"<header><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p></header>"
         f"<nav>{nav}</nav><main>\n{body}\n</main>"
         f"<footer>larpanda {html.escape(__version__)} · self-contained offline report (plotly.js inlined)</footer>"
-        "</body></html>\n"
+        f"<script>{RESIZE_JS}</script></body></html>\n"
     )
+
+
+# Each figure's inline script draws it while the page is still being parsed: the first figure of a two-column
+# grid is drawn when its grid holds only that one item (full width) and kept that width after the second item
+# arrived, overflowing under its neighbour. Once the page is laid out, fit every figure to its box.
+RESIZE_JS = ("window.addEventListener('load',function(){document.querySelectorAll('.js-plotly-plot')"
+             ".forEach(function(g){Plotly.Plots.resize(g);});});")
 
 
 def write_page(out_html, sections, title: str = "larpanda report", subtitle: str = "") -> Path:
