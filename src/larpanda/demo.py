@@ -1,7 +1,7 @@
 """``larpanda demo``: the whole story on the built-in simulator, in one resumable command.
 
-Steps (each writes a done-marker JSON; re-running skips finished steps, an interrupted training resumes
-from its checkpoint):
+Steps (each writes a done-marker JSON with its wall and CPU seconds; re-running skips finished steps; a
+training stopped by Ctrl-C / SIGTERM saves its checkpoint, gets no marker and resumes on the next call):
 
 1. ``simulate``: train / val / test PILArNet-M v2 files (``DIR/data/{train,val,test}.h5``).
 2. ``pretrain``: self-distillation of the tiny backbone on the *unlabelled* training events
@@ -11,11 +11,13 @@ from its checkpoint):
    evaluated on the test set (spec-data §6.1).
 4. ``panoptic``: particle-level detector (decoder mode) on the pretrained backbone, evaluated on the test
    set (spec-data §6.2).
-5. ``report``: ``DIR/results.json`` and the offline ``DIR/report.html`` (`larpanda.viz.report`).
+5. ``report``: ``DIR/results.json`` (strict JSON: undefined metrics are null) and the offline
+   ``DIR/report.html`` (`larpanda.viz.report`); skipped when no step ran and both files exist.
 
 Every training step goes through the same in-process command-line parser as the user's commands (so the
 demo exercises exactly what the README documents) and evaluation through the Python API. Budgets on 2 CPU
-cores: default ≤ 15 min, ``--quick`` ≤ 3 min (the sizes are in ``configs/demo/{default,quick}.yaml``).
+cores: default ≤ 15 min, ``--quick`` ≤ 3 min (the sizes are in ``configs/demo/{default,quick}.yaml``;
+measured per-step times in docs/benchmarks.md "Demo").
 """
 
 from __future__ import annotations
@@ -58,6 +60,16 @@ def _sets(items) -> list[str]:
     return out
 
 
+def _finished_run(run: Path) -> dict:
+    """The ``summary.json`` of a training run that completed; a run stopped by a signal (checkpoint saved,
+    ``fit.interrupted``) raises KeyboardInterrupt so that its step is NOT marked done and re-running resumes it."""
+    summary = _read_json(run / "summary.json") or {}
+    if (summary.get("fit") or {}).get("interrupted"):
+        raise KeyboardInterrupt
+    summary.setdefault("run", {})
+    return summary
+
+
 class Demo:
     """One demo directory: configuration, step markers, results."""
 
@@ -67,21 +79,23 @@ class Demo:
         self.workers = max(1, int(workers))
         self.quiet = quiet
         self.out.mkdir(parents=True, exist_ok=True)
-        self.timings: dict[str, float] = {}
+        self.steps_run = 0  # steps (re)computed by this object, i.e. not skipped by a marker
 
     # ------------------------------------------------------------------------------ step plumbing
     def step(self, name: str, marker: Path, fn):
         """Run ``fn() -> dict`` unless ``marker`` exists; the marker stores the result and the wall time."""
         done = _read_json(marker)
-        if done is not None:
+        if done is not None and "wall_s" in done:
             _log(f"{name}: done already ({done.get('wall_s', 0):.1f} s), skipping")
             return done
         _log(f"{name}: running")
-        t0 = time.perf_counter()
+        self.steps_run += 1
+        t0, c0 = time.perf_counter(), time.process_time()
         res = fn() or {}
         res["wall_s"] = time.perf_counter() - t0
+        res["cpu_s"] = time.process_time() - c0  # all threads of this process (> wall_s when threads run in parallel)
         atomic_write_json(marker, res)
-        _log(f"{name}: finished in {res['wall_s']:.1f} s")
+        _log(f"{name}: finished in {res['wall_s']:.1f} s (cpu {res['cpu_s']:.1f} s)")
         return res
 
     @property
@@ -116,10 +130,14 @@ class Demo:
         run = self.out / "pretrain"
         argv = ["pretrain", "--config", pc.get("config", "cpu-small"), "--data", self.split_file("train"),
                 "--out", run, *_sets(pc.get("set"))]
+        if self.quiet:
+            argv.append("--quiet")
         if (run / "checkpoints" / "last.pt").exists():
             argv.append("--resume")
         _cli(argv)
         if not (self.backbone / "config.json").exists():
+            if (run / "checkpoints" / "last.pt").exists():  # stopped by a signal: checkpoint saved, no export
+                raise KeyboardInterrupt
             raise UserError(f"pretraining finished but {self.backbone} holds no exported backbone")
         return {"backbone": str(self.backbone), "metrics": str(run / "metrics.jsonl")}
 
@@ -147,12 +165,15 @@ class Demo:
         if (run / "checkpoints" / "last.pt").exists():
             argv.append("--resume")
         t0 = time.perf_counter()
-        summary = _cli(argv) or {}
+        _cli(argv)
+        summary = _finished_run(run)
         train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
         metrics = self._evaluate_semantic(run)
         return semantic_row(metrics, mode, frac, pretrained, run=str(run.relative_to(self.out)), train_s=train_s,
-                            labelled_events=(summary.get("run") or {}).get("labelled_events"),
-                            test_events=metrics.get("num_events"))
+                            eval_s=time.perf_counter() - t0, labelled_events=summary["run"].get("labelled_events"),
+                            test_events=metrics.get("num_events"),
+                            **({"backbone": str(self.backbone.relative_to(self.out))} if pretrained else {}))
 
     def _batch_cap(self, kind: str, section: dict, frac: float) -> list[str]:
         """``--set train.batch_size=k`` when the labelled subset has fewer events than one batch (1 % of a
@@ -161,23 +182,17 @@ class Demo:
         from .tasks.common import label_subset
 
         if not hasattr(self, "_n_train"):
-            self._n_train = len(self._dataset("train", 0.13))
+            self._n_train = len(self._dataset("train"))
         k = len(label_subset(self._n_train, frac, int(self.cfg.get("seed", 0))))
         cfg = apply_overrides(load_config(section.get("config") or "default", kind), list(section.get("set") or []))
         bs = int(cfg.get("train", {}).get("batch_size", 4))
         return ["--set", f"train.batch_size={k}"] if k < bs else []
 
-    def _dataset(self, split: str, energy_threshold: float):
+    def _dataset(self, split: str, energy_threshold: float = 0.13):
+        """Evaluation dataset of ``split`` (events with >= ``eval.min_points`` raw points, energy cut)."""
         from .tasks.common import make_dataset
 
         return make_dataset([str(self.split_file(split))],
-                            {"energy_threshold": energy_threshold,
-                             "min_points": int(self.cfg.get("eval", {}).get("min_points", 1024))}, train=False)
-
-    def _test_set(self, energy_threshold: float):
-        from .tasks.common import make_dataset
-
-        return make_dataset([str(self.split_file("test"))],
                             {"energy_threshold": energy_threshold,
                              "min_points": int(self.cfg.get("eval", {}).get("min_points", 1024))}, train=False)
 
@@ -185,7 +200,7 @@ class Demo:
         from .tasks.semantic import evaluate_model, load_semantic
 
         model = load_semantic(run / "weights")
-        ds = self._test_set(model.energy_threshold)
+        ds = self._dataset("test", model.energy_threshold)
         return evaluate_model(model, ds, 4, self.cfg.get("eval", {}).get("max_test_events"))
 
     def panoptic(self, level: str) -> dict:
@@ -209,11 +224,15 @@ class Demo:
             argv.append("--resume")
         t0 = time.perf_counter()
         _cli(argv)
+        summary = _finished_run(run)
         train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
         model = load_panoptic(run / "weights")
-        m = evaluate_model(model, self._test_set(model.energy_threshold), 4, self.cfg.get("eval", {}).get("max_test_events"))
+        m = evaluate_model(model, self._dataset("test", model.energy_threshold), 4,
+                           self.cfg.get("eval", {}).get("max_test_events"))
         row = {"level": level, "mode": mode, "label_fraction": frac, "pretrained": mode != "scratch",
-               "run": str(run.relative_to(self.out)), "train_s": train_s}
+               "run": str(run.relative_to(self.out)), "train_s": train_s, "eval_s": time.perf_counter() - t0,
+               "labelled_events": summary["run"].get("labelled_events")}
         for k in ("ari", "f1", "precision", "recall", "pq", "sq", "rq", "matched_iou", "pq_std", "pid_accuracy",
                   "pid_confusion", "forward_s_per_event", "postprocess_s_per_event", "num_events"):
             if k in m:
@@ -292,7 +311,10 @@ class Demo:
 
 
 def run_demo(out, quick: bool = False, config=None, overrides=None, workers: int = 1, quiet: bool = True) -> dict:
-    """Run (or resume) the demo in ``out``; returns the results dict (also ``out/results.json``)."""
+    """Run (or resume) the demo in ``out``; returns the results dict (also ``out/results.json``).
+
+    A call that finds every step done (and ``results.json`` + ``report.html`` written) re-runs nothing and
+    returns the stored results."""
     from .config import apply_overrides, load_config, save_config
     from .viz import report
 
@@ -302,42 +324,55 @@ def run_demo(out, quick: bool = False, config=None, overrides=None, workers: int
     demo = Demo(out, cfg, workers=workers, quiet=quiet)
     save_config(cfg, demo.out / "demo_config.yaml")
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
 
-    r = demo.step("simulate", demo.data / "done.json", demo.simulate)
-    timings["simulate"] = r["wall_s"]
-    r = demo.step("pretrain", demo.out / "pretrain" / "done.json", demo.pretrain)
-    timings["pretrain"] = r["wall_s"]
+    def record(name, row):
+        timings[name] = row["wall_s"]
+        if "cpu_s" in row:
+            cpu[name] = row["cpu_s"]
+        return row
+
+    record("simulate", demo.step("simulate", demo.data / "done.json", demo.simulate))
+    record("pretrain", demo.step("pretrain", demo.out / "pretrain" / "done.json", demo.pretrain))
 
     semantic = []
     for mode, frac in demo.semantic_runs():
-        row = demo.step(f"semantic {mode} @ {100 * frac:g} %", demo.out / "semantic" / f"{mode}_{frac:g}" / "result.json",
-                        lambda m=mode, f=frac: demo.semantic(m, f))
-        timings[f"semantic {mode} @ {100 * frac:g} %"] = row["wall_s"]
-        semantic.append(row)
+        name = f"semantic {mode} @ {100 * frac:g} %"
+        semantic.append(record(name, demo.step(name, demo.out / "semantic" / f"{mode}_{frac:g}" / "result.json",
+                                               lambda m=mode, f=frac: demo.semantic(m, f))))
 
     panoptic = []
     for level in cfg.get("panoptic", {}).get("levels", ["particle"]):
-        row = demo.step(f"panoptic {level}", demo.out / "panoptic" / level / "result.json", lambda lv=level: demo.panoptic(lv))
-        timings[f"panoptic {level}"] = row["wall_s"]
-        panoptic.append(row)
+        panoptic.append(record(f"panoptic {level}", demo.step(f"panoptic {level}", demo.out / "panoptic" / level / "result.json",
+                                                              lambda lv=level: demo.panoptic(lv))))
+
+    stored = _read_json(demo.out / "results.json")
+    if demo.steps_run == 0 and stored is not None and (demo.out / "report.html").exists():
+        _log(f"report: done already ({demo.out / 'report.html'}); nothing to do")
+        return stored
 
     results = {
         "semantic": semantic,
         "panoptic": panoptic,
         "timings_s": timings,
+        "timings_cpu_s": cpu,
         "versions": report.versions(),
         "machine": report.machine_info(),
         "config": cfg,
         "quick": bool(quick),
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     _log("report: building")
     events = demo.display_events(results)
+    timings["report"] = time.perf_counter() - t0  # the page's table shows the displays' share; results.json the total
+    results["wall_s"] = sum(timings.values())
+    report.build_report(results, demo.out / "report.html", events=events, extras={"runs": demo.runs_for_curves()})
     timings["report"] = time.perf_counter() - t0
-    results["wall_s"] = sum(v for v in timings.values())
+    cpu["report"] = time.process_time() - c0
+    results["wall_s"] = sum(timings.values())
     results["wall_s_this_call"] = time.perf_counter() - t_start
     atomic_write_json(demo.out / "results.json", results)
-    report.build_report(results, demo.out / "report.html", events=events, extras={"runs": demo.runs_for_curves()})
-    _log(f"report: {demo.out / 'report.html'}  (total {results['wall_s']:.0f} s of steps)")
+    _log(f"report: {demo.out / 'report.html'}  (total {results['wall_s']:.0f} s of steps, "
+         f"{results['wall_s_this_call']:.0f} s this call)")
     return results
