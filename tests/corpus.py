@@ -234,5 +234,6 @@ def make_corpus(tmp) -> list[Case]:
         exs[BAD] = -np.ones(5, np.float32)
 
     case("huge_event_200k", "ok", huge, invalid=False,
-         note="200k voxels: read + cut + transforms work; the model memory bound is the backbone's")
+         note="200k voxels: read + cut + transforms work; inference is refused or run under the memory guard "
+              "(larpanda.io.memory, tests/io/test_memory.py)")
     return cases
