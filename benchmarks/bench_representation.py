@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 
 import numpy as np
@@ -61,7 +62,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=3, help="random-init backbones / probe seeds to average")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))
     train = read_events(args.train)
     test = read_events(args.test)
     k = max(1, math.ceil(args.label_fraction * len(train)))

@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# Idle OpenMP threads sleep rather than spin (set before torch is first imported): tests start
+# several torch processes (DDP ranks, the demo) on 2 cores, where spinning pools made them 5-15x slower.
+# Not the package default: on a dedicated machine PASSIVE made pretraining 1.8x slower (docs/benchmarks.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # The reference fixtures ship in tests/fixtures (copied from the project's shared/fixtures).

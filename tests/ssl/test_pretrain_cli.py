@@ -55,9 +55,10 @@ def test_pretrain_cli_runs_exports_and_refuses(tmp_path, sim_file, capsys):
 
     m = load_model(run / "backbone")
     ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    teacher = {k[len("teacher.backbone."):]: v for k, v in ck["model"].items() if k.startswith("teacher.backbone.")}
+    # RUN/backbone is the STUDENT backbone (the reference's downstream loaders take module.student, §2.6)
+    student = {k[len("student.backbone."):]: v for k, v in ck["model"].items() if k.startswith("student.backbone.")}
     for k, v in m.state_dict().items():
-        assert torch.equal(v, teacher[k]), k
+        assert torch.equal(v, student[k]), k
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["max_steps"] == 2
     # a second run into the same folder without --resume is refused (exit 2, one line)
     with pytest.raises(SystemExit) as e:

@@ -22,14 +22,6 @@ def add_parser(sub):
 
 
 def run(args):
-    import os
-    import sys
-
-    if "torch" not in sys.modules:
-        # Idle OpenMP threads sleep instead of spin-waiting. On 2 cores shared with other processes, torch's
-        # default (active waiting) made one training step burn 6-15 s of CPU instead of 1.2 s (docs/benchmarks.md
-        # "Demo"). Read when torch loads its OpenMP runtime, so it must be set before the first import.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ..demo import run_demo
 
     res = run_demo(args.out, quick=args.quick, config=args.config, overrides=args.overrides, workers=args.workers,

@@ -82,7 +82,7 @@ def run(args):
         if result["interrupted"]:
             print(f"interrupted at step {result['step']}/{result['total_steps']}; continue with --resume", file=sys.stderr)
         else:
-            which = (cfg.get("export") or {}).get("which", "teacher")
+            which = (cfg.get("export") or {}).get("which", "student")
             task.export_backbone(out / "backbone", which=which)
             summary = {k: result[k] for k in ("step", "loss", "nonfinite", "steps_per_s", "events_per_s")}
             summary["backbone"] = str(out / "backbone")

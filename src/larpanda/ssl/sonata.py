@@ -258,14 +258,18 @@ class SonataTask(nn.Module):
         torch._foreach_add_(t, s, alpha=1 - m)
 
     # ------------------------------------------------------------------------------------------ export
-    def backbone_module(self, which: str = "teacher") -> PointTransformerV3:
+    def backbone_module(self, which: str = "student") -> PointTransformerV3:
         if which not in ("teacher", "student"):
             raise ValueError("which must be 'teacher' or 'student'")
         return getattr(self, which)["backbone"]
 
-    def export_backbone(self, out_dir, which: str = "teacher"):
+    def export_backbone(self, out_dir, which: str = "student"):
         """Write ``out_dir/{model.safetensors,config.json}`` (task "backbone") via `larpanda.io.save_model`.
-        The teacher is exported with the student's drop_path (the architecture config of the run)."""
+
+        The student is the default, as in the reference: downstream configs load ``module.student.backbone``
+        and Panda's raw-checkpoint loader picks ``module.student`` too (spec-model §2.6). It is also the
+        better representation after a short run (docs/benchmarks.md "Pretraining": the EMA teacher lags
+        while its momentum climbs to 1). The teacher is exported with the student's drop_path."""
         from ..io.checkpoints import build_backbone, save_model
 
         model = build_backbone(**self.backbone_config)
