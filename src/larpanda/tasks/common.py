@@ -60,12 +60,6 @@ def resolve_data(paths) -> list[str]:
     return out
 
 
-def split_paths(paths: list[str], split: str) -> list[str]:
-    """Files of a directory produced by ``larpanda simulate --split`` whose name mentions ``split``."""
-    chosen = [p for p in paths if split in Path(p).stem]
-    return chosen or paths
-
-
 def add_common_train_args(p) -> None:
     """Arguments shared by ``train semantic`` and ``train panoptic`` (design.md §3)."""
     p.add_argument("--mode", required=True, help="training mode (see the task's choices)")
