@@ -177,3 +177,17 @@ def read_weights_config(path) -> dict:
     if cfg_file.exists():
         return json.loads(cfg_file.read_text())
     return {}
+
+
+def embed_event(model, event):
+    """Per-point features of one event from a task model (``model._prepared(event) -> (d, point)`` and
+    ``model.features(point)``), in eval mode (the previous mode is restored), rows in raw-event order of the
+    points kept by the energy cut. Returns a (N_after_cut, C) float32 numpy array."""
+    was = model.training
+    model.eval()
+    try:
+        d, point = model._prepared(event)
+        feat = model.features(point.to(next(model.parameters()).device)).float().cpu().numpy()
+    finally:
+        model.train(was)
+    return feat[np.argsort(d["index"], kind="stable")]

@@ -248,14 +248,9 @@ class PanopticModel(nn.Module):
     @torch.no_grad()
     def embed(self, event) -> np.ndarray:
         """(N_after_cut, sum(enc_channels)) backbone features, rows in raw-event order of the kept points."""
-        was = self.training
-        self.eval()
-        try:
-            d, point = self._prepared(event)
-            feat = self.features(point.to(next(self.parameters()).device)).float().cpu().numpy()
-        finally:
-            self.train(was)
-        return feat[np.argsort(d["index"], kind="stable")]
+        from .common import embed_event
+
+        return embed_event(self, event)
 
 
 def model_from_config(cfg: dict) -> PanopticModel:

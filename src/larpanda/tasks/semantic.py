@@ -310,15 +310,9 @@ class SemanticModel(nn.Module):
     @torch.no_grad()
     def embed(self, event) -> np.ndarray:
         """(N_after_cut, C) features before ``seg_head``, rows in raw-event order of the kept points."""
-        was = self.training
-        self.eval()
-        try:
-            d, point = self._prepared(event)
-            dev = next(self.parameters()).device
-            feat = self.features(point.to(dev)).float().cpu().numpy()
-        finally:
-            self.train(was)
-        return feat[np.argsort(d["index"], kind="stable")]
+        from .common import embed_event
+
+        return embed_event(self, event)
 
 
 def model_from_config(cfg: dict) -> SemanticModel:
@@ -598,7 +592,6 @@ def run_predict(args) -> None:
 
     from ..atomic import atomic_path
     from ..data import pilarnet
-    from .common import find_weights
 
     model = load_weights(args.weights)
     task = getattr(model, "config", {}).get("task")
