@@ -84,3 +84,42 @@ def test_self_attention_pos_on_keys_switch():
     sa, sb = a.blocks[0].self_attn, b.blocks[0].self_attn
     assert not torch.allclose(sa(x, p), sb(x, p))
     assert torch.allclose(sa(x, torch.zeros_like(p)), sb(x, torch.zeros_like(p)), atol=1e-6)
+
+
+def test_stuff_points_never_reach_the_decoder():
+    """As in the reference, only thing points are projected and attended: changing the features and
+    coordinates of the filtered (stuff) points changes neither the queries' masks on thing points nor the
+    class logits, and gives those points no gradient through the decoder."""
+    torch.manual_seed(0)
+    m = MaskQueryDecoder(full_in_channels=16, hidden_channels=32, num_heads=4, num_queries=5).eval()
+    feat, coord = torch.randn(70, 16), torch.randn(70, 3)
+    thing = torch.rand(70) > 0.3
+    off = torch.tensor([30, 70])
+    out = m(feat, coord, off, thing=thing)
+    feat2, coord2 = feat.clone().requires_grad_(True), coord.clone()
+    with torch.no_grad():
+        feat2[~thing] += 5 * torch.randn(int((~thing).sum()), 16)
+        coord2[~thing] += 3.0
+    out2 = m(feat2, coord2, off, thing=thing)
+    for (z, c), (z2, c2) in zip(out["layers"], out2["layers"]):
+        assert torch.allclose(z, z2, atol=1e-5) and torch.allclose(c, c2, atol=1e-5)
+    sum(z.clamp(min=-50).sum() + c.sum() for z, c in out2["layers"]).backward()
+    assert feat2.grad[~thing].abs().max() == 0 and feat2.grad[thing].abs().max() > 0
+
+
+def test_cpu_bf16_autocast_forward_close_to_fp32():
+    """train.amp=bf16 with amp_cpu: the decoder runs under CPU autocast (attention kept in fp32); mask and
+    class logits stay within bf16 rounding of the fp32 forward, and the masking is unchanged."""
+    torch.manual_seed(0)
+    m = MaskQueryDecoder(full_in_channels=16, hidden_channels=32, num_heads=4, num_queries=5).eval()
+    feat, coord = torch.randn(70, 16), torch.randn(70, 3)
+    thing = torch.rand(70) > 0.3
+    off = torch.tensor([30, 70])
+    ref = m(feat, coord, off, thing=thing)["layers"][-1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z, c = m(feat, coord, off, thing=thing)["layers"][-1]
+    assert z.dtype == torch.bfloat16
+    assert ((z == NEG) == (ref[0] == NEG)).all()
+    keep = ref[0] != NEG
+    assert torch.allclose(z.float()[keep], ref[0][keep], atol=0.05, rtol=0.05)
+    assert torch.allclose(c.float(), ref[1], atol=0.05, rtol=0.05)

@@ -6,7 +6,10 @@ backbone width (1232 for panda-base = sum(enc_channels)), D = hidden width (256)
 
 Events are processed together as a padded (B, N, D) tensor; padding and "stuff" points (filtered by the
 LED head) get an additive attention bias of −1e4, which is what the reference's dense (B·Q × N_total)
-matrix gives for points of other events; ours never builds cross-event blocks.
+matrix gives for points of other events; ours never builds cross-event blocks. As in the reference, the
+point-wise layers (projection, positional embedding, norm_kv, key/value projections) run on the thing
+points only; their rows are then placed in the padded tensor (about half the point-wise work of
+projecting every padded column on a batch of 4 simulated events).
 """
 
 from __future__ import annotations
@@ -67,16 +70,36 @@ class CrossAttention(nn.Module):
         self.v_proj = nn.Linear(channels, channels, bias=qkv_bias)
         self.proj = nn.Linear(channels, channels)
 
-    def forward(self, q, k, v, bias):
-        """q (B,Q,D); k, v (B,N,D); bias (B,Q,N) additive (log-probabilities, −1e4 masked) → (B,Q,D)."""
+    def forward(self, q, k, v, bias, rows=None):
+        """q (B,Q,D); k, v (B,N,D) padded, or (R,D) rows placed at ``rows`` = (event (R,), column (R,), N)
+        of a zero (B,N,D) tensor after the projections (only those rows are projected; the others are
+        masked by ``bias`` anyway); bias (B,Q,N) additive (log-probabilities, −1e4 masked) → (B,Q,D).
+
+        Under CPU autocast the attention itself runs in fp32 (the CPU flash kernel is slower in bf16)."""
         B, Q, D = q.shape
-        N = k.shape[1]
         h, d = self.h, D // self.h
+        k, v = self.k_proj(k), self.v_proj(v)
+        if rows is not None:
+            eb, col, N = rows
+            k = _scatter_rows(k, eb, col, B, N)
+            v = _scatter_rows(v, eb, col, B, N)
+        N = k.shape[1]
         q = self.q_proj(q).reshape(B, Q, h, d).transpose(1, 2)
-        k = self.k_proj(k).reshape(B, N, h, d).transpose(1, 2)
-        v = self.v_proj(v).reshape(B, N, h, d).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(1).to(q.dtype))
+        k = k.reshape(B, N, h, d).transpose(1, 2)
+        v = v.reshape(B, N, h, d).transpose(1, 2)
+        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=bias.unsqueeze(1).float())
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(1).to(q.dtype))
         return self.proj(out.transpose(1, 2).reshape(B, Q, D))
+
+
+def _scatter_rows(x: torch.Tensor, eb: torch.Tensor, col: torch.Tensor, B: int, N: int) -> torch.Tensor:
+    """(R,D) rows → zero-filled (B,N,D) with row r at [eb[r], col[r]] (differentiable)."""
+    out = x.new_zeros(B, N, x.shape[-1])
+    out[eb, col] = x
+    return out
 
 
 class Block(nn.Module):
@@ -95,17 +118,23 @@ class Block(nn.Module):
         self.mask_mlp = MLP(channels, channels, channels)
         self.eps = eps
 
-    def forward(self, q, feat, pos_q, pos_k, key_mask):
+    def forward(self, q, feat, pos_q, pos_k, key_mask, rows=None):
         """q (B,Q,D); feat (B,N,D) projected point features; pos_q (B,Q,D); pos_k (B,N,D) or None;
-        key_mask (B,N) bool True = attendable thing point. Returns (q_out (B,Q,D), mask_logits (B,Q,N))."""
+        key_mask (B,N) bool True = attendable thing point. Returns (q_out (B,Q,D), mask_logits (B,Q,N)).
+
+        With ``rows`` = (event (R,), column (R,), N), ``feat``/``pos_k`` are instead the (R,D) rows of the
+        attendable points only: the point-wise layers (norm_kv, k/v projections) run on those rows and
+        the other columns (padding, stuff) hold zeros, whose mask logits the caller overwrites with −1e4
+        and whose attention weight the bias zeroes; the outputs equal the padded computation's."""
         kv = self.norm_kv(feat)
-        z = torch.einsum("bnd,bqd->bqn", kv, self.mask_mlp(q))
-        bias = torch.log(torch.sigmoid(z).detach() + self.eps)
-        bias = bias.masked_fill(~key_mask[:, None, :], NEG)
         k = kv + pos_k if pos_k is not None else kv
-        q = q + self.cross_attn(self.norm1(q) + pos_q, k, kv, bias)
-        q = q + self.self_attn(self.norm2(q), pos_q)
-        q = q + self.mlp(self.norm3(q))
+        kv_pad = kv if rows is None else _scatter_rows(kv, rows[0], rows[1], q.shape[0], rows[2])
+        z = torch.einsum("bnd,bqd->bqn", kv_pad, self.mask_mlp(q).to(kv_pad.dtype))
+        bias = torch.log(torch.sigmoid(z.float()).detach() + self.eps)
+        bias = bias.masked_fill(~key_mask[:, None, :], NEG)
+        q = q + self.cross_attn(self.norm1(q) + pos_q, k, kv, bias, rows=rows).to(q.dtype)
+        q = q + self.self_attn(self.norm2(q), pos_q).to(q.dtype)
+        q = q + self.mlp(self.norm3(q)).to(q.dtype)
         return q, z
 
 
@@ -166,7 +195,7 @@ class MaskQueryDecoder(nn.Module):
 
         stuff_logits = self.stuff_head(feat).squeeze(-1)
         if thing is None:
-            thing = torch.sigmoid(stuff_logits.detach()) < 0.5
+            thing = torch.sigmoid(stuff_logits.detach().float()) < 0.5
         valid = torch.zeros(B, Nmax, dtype=torch.bool, device=feat.device)
         valid[batch, col] = True
         key_mask = torch.zeros_like(valid)
@@ -174,19 +203,18 @@ class MaskQueryDecoder(nn.Module):
         # Panda: an event without thing points keeps its point 0 (pimm asserts instead)
         empty = ~key_mask.any(1)
         key_mask[empty, 0] = True
-
-        D = self.query_feat.weight.shape[1]
-        f = feat.new_zeros(B, Nmax, D)
-        f[batch, col] = self.full_point_proj(feat)  # the reference projects only thing points; same values
-        pos_k = None
-        if self.pos_emb is not None:
-            pos_k = feat.new_zeros(B, Nmax, D)
-            pos_k[batch, col] = self.pos_emb(coord)
+        # the point-wise layers run on the attendable (thing) rows only, as the reference (whose other
+        # rows never reach the decoder); padding and stuff columns hold zeros and are masked below
+        sel = key_mask[batch, col]
+        eb, ec = batch[sel], col[sel]
+        rows = (eb, ec, Nmax)
+        f = self.full_point_proj(feat[sel])
+        pos_k = self.pos_emb(coord[sel]) if self.pos_emb is not None else None
         q = self.query_feat.weight.unsqueeze(0).expand(B, -1, -1)
         pos_q = self.query_embed.weight.unsqueeze(0).expand(B, -1, -1)
         layers = []
         for blk in self.blocks:
-            q, z = blk(q, f, pos_q, pos_k, key_mask)
+            q, z = blk(q, f, pos_q, pos_k, key_mask, rows=rows)
             z = z.masked_fill(~key_mask[:, None, :], NEG)
             layers.append((z, self.cls_pred(self.final_norm(q))))
         return {"stuff_logits": stuff_logits, "layers": layers, "valid": valid, "counts": counts,
