@@ -165,9 +165,12 @@ class PanopticModel(nn.Module):
         return self.decoder(feat.float(), point["coord"].float(), _as_tensor(point["offset"]).long())
 
     def training_step(self, batch, step: int):
+        """Detector loss of a collated batch. Under autocast (``train.amp``) only the forward pass runs
+        in reduced precision; the matcher costs and the losses are computed in fp32 (spec-model §4.2)."""
         out = self(batch)
         inst, seg = level_labels(batch, self.level)
-        return detector_loss(out, inst, seg, self.stuff_classes, self.num_classes, self.loss_cfg)
+        with torch.autocast(out["stuff_logits"].device.type, enabled=False):
+            return detector_loss(out, inst, seg, self.stuff_classes, self.num_classes, self.loss_cfg)
 
     def param_groups(self, cfg: dict) -> list[dict]:
         """spec-model §4.4: decoder block b lr·0.97^(depth−1−b); encoder blocks (full/scratch)
@@ -358,6 +361,15 @@ def _build(mode, cfg, weights, kw) -> PanopticModel:
     return model
 
 
+def level_config(cfg: dict, level: str) -> dict:
+    """``cfg`` with its ``levels.<level>`` section (``decoder``/``train``/``loss`` keys) merged over the
+    shared sections, e.g. the interaction level's own OneCycle ``pct_start`` (spec-model §4.4)."""
+    lv_cfg = (cfg.get("levels") or {}).get(level, {})
+    for sec in ("decoder", "train", "loss"):
+        cfg[sec] = {**cfg.get(sec, {}), **lv_cfg.get(sec, {})}
+    return cfg
+
+
 def run_train(args) -> dict:
     """``larpanda train panoptic``: label subset → fit → ``OUT/weights`` + ``OUT/val_metrics.json``."""
     from .. import io as lpio
@@ -366,10 +378,7 @@ def run_train(args) -> dict:
     from .common import labelled_dataset, load_task_config, make_dataset
 
     level = args.level
-    cfg = load_task_config("panoptic", args.config, getattr(args, "overrides", None), default=level)
-    lv_cfg = (cfg.get("levels") or {}).get(level, {})
-    cfg["decoder"] = {**cfg.get("decoder", {}), **lv_cfg.get("decoder", {})}
-    cfg["train"] = {**cfg.get("train", {}), **lv_cfg.get("train", {})}
+    cfg = level_config(load_task_config("panoptic", args.config, getattr(args, "overrides", None), default=level), level)
     seed = int(args.seed if args.seed is not None else cfg["train"].get("seed", 0))
     cfg["train"]["seed"] = seed
     if getattr(args, "quiet", False):

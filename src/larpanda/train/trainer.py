@@ -60,7 +60,8 @@ DEFAULTS = {
     "cycle_momentum": True,
     "grad_clip": None,
     "accum_steps": 1,
-    "amp": False,  # false | "bf16" | "fp16" (CUDA only; ignored on CPU)
+    "amp": False,  # false | "bf16" | "fp16" (CUDA; on CPU only with amp_cpu)
+    "amp_cpu": False,  # also autocast on CPU with amp "bf16": true | false | "auto" (when the CPU has native bf16)
     "seed": 0,
     "log_every": 10,
     "ckpt_every": 100,
@@ -286,11 +287,26 @@ def _device(tcfg) -> torch.device:
     return torch.device(d)
 
 
-def _autocast(device, amp):
-    if not amp or device.type != "cuda":
+def cpu_bf16_supported() -> bool:
+    """True when this CPU has native bf16 matrix instructions (AVX512-BF16/AMX; oneDNN's check)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # pragma: no cover - builds without oneDNN
+        return False
+
+
+def _autocast(device, amp, amp_cpu=False):
+    """Mixed precision for the forward pass: CUDA with ``amp`` bf16/fp16; CPU only with ``amp`` bf16 and
+    ``amp_cpu`` true, or "auto" on a CPU with native bf16 (elsewhere bf16 matmuls are slower than fp32)."""
+    if not amp:
         return contextlib.nullcontext()
-    dtype = torch.float16 if str(amp).lower() in ("fp16", "float16", "half") else torch.bfloat16
-    return torch.autocast("cuda", dtype=dtype)
+    half = str(amp).lower() in ("fp16", "float16", "half")
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16 if half else torch.bfloat16)
+    auto = str(amp_cpu).lower() == "auto"
+    if device.type == "cpu" and not half and ((auto and cpu_bf16_supported()) or (amp_cpu is True)):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def fit(task, dataset, cfg: dict, out_dir, resume: bool = False, val_dataset=None, eval_fn=None) -> dict:
@@ -495,7 +511,7 @@ def fit(task, dataset, cfg: dict, out_dir, resume: bool = False, val_dataset=Non
                     micro += 1
                     ev += _num_events(batch)
                     batch = _to_device(batch, device)
-                    with _autocast(device, tcfg["amp"]):
+                    with _autocast(device, tcfg["amp"], tcfg["amp_cpu"]):
                         loss, step_logs = task.training_step(batch, t)
                     if not bool(torch.isfinite(loss.detach()).all()):
                         finite = False
