@@ -43,3 +43,39 @@ def test_train_evaluate_predict(tmp_path, fixtures_dir):
     with h5py.File(pred, "r") as f:
         assert {"instance", "pid", "score"} <= set(f)
         assert f["instance"][0].shape == (len(ev),)
+
+
+def test_decoder_mode_cpu_preset_caches_frozen_features(tmp_path, fixtures_dir, monkeypatch, capsys):
+    """``--config cpu`` (data.cache_features, no augmentation): the frozen backbone runs once per training
+    event, not once per step; with augmentation the cache is refused."""
+    import pytest
+    import torch
+
+    from larpanda import io
+    from larpanda.data.pilarnet import event_from_labels, write_events
+    from larpanda.tasks.panoptic import PanopticModel
+
+    d = np.load(fixtures_dir / "pilarnet_m_test_event0_recon.npz")
+    i64 = lambda k: d[k].astype(np.int64)  # noqa: E731
+    ev = event_from_labels(i64("voxel"), d["energy"], i64("segment_motif"), i64("segment_pid"),
+                           i64("instance_particle"), i64("instance_interaction"))
+    data = tmp_path / "one.h5"
+    write_events(data, [ev])
+    torch.manual_seed(0)
+    io.save_model(io.build_model("tiny"), tmp_path / "bb")
+    calls = []
+    orig = PanopticModel.features
+
+    def counting(self, point):
+        calls.append(self.training)
+        return orig(self, point)
+
+    monkeypatch.setattr(PanopticModel, "features", counting)
+    argv = ["train", "panoptic", "--mode", "decoder", "--level", "particle", "--config", "cpu", "--weights",
+            str(tmp_path / "bb"), "--data", str(data), "--quiet", "--set", "train.max_steps=3",
+            "--set", "train.batch_size=1", "--set", "decoder.hidden_channels=32", "--set", "decoder.num_heads=4"]
+    assert main(argv + ["--out", str(tmp_path / "run")]) == 0
+    assert calls.count(True) == 1  # 3 steps over the same event: one backbone pass
+    with pytest.raises(SystemExit) as exc:
+        main(argv + ["--out", str(tmp_path / "run2"), "--set", "data.augment={flip: {axes: [0], p: 0.5}}"])
+    assert exc.value.code == 2 and "cache_features" in capsys.readouterr().err

@@ -154,7 +154,7 @@ class PanopticModel(nn.Module):
             for j, b in enumerate(missing):
                 self.feature_cache[keys[b]] = f[so[j]:so[j + 1]].to("cpu", self._cache_dtype)
         dev = point["coord"].device
-        return torch.cat([self.feature_cache[k].to(dev) for k in keys]).float()
+        return torch.cat([self.feature_cache[k].to(dev).float() for k in keys])  # (fp16 cat fails under CPU autocast)
 
     def forward(self, point) -> dict:
         """Decoder outputs (see `MaskQueryDecoder.forward`) for a collated batch."""
@@ -392,6 +392,10 @@ def run_train(args) -> dict:
     train_set = labelled_dataset(full, args.label_fraction, seed)
     val_set = make_dataset(args.val_data, data_cfg, train=False) if args.val_data else None
     model = build_panoptic_model(args.mode, level, cfg, args.weights)
+    if data_cfg.get("cache_features") and args.mode == "decoder":
+        if data_cfg.get("augment"):
+            raise UserError("data.cache_features needs data.augment: null (augmented events change the features)")
+        model.enable_feature_cache()  # each training event's frozen features once, reused every epoch
     ev = cfg.get("eval", {})
     cfg["run"] = {"task": "panoptic", "level": level, "mode": args.mode, "label_fraction": float(args.label_fraction),
                   "labelled_events": len(train_set), "available_events": len(full), "weights": args.weights, "seed": seed}
