@@ -3,14 +3,19 @@
 For each level (particle, interaction), within a wall-clock budget (default 15 min on CPU):
   1. fill the frozen-feature cache (one backbone pass per training event, shared by the levels; timed
      separately, not counted in the training budget);
-  2. time a few decoder steps, set ``max_steps`` to fill the rest of the budget, run ``larpanda.train.fit``
-     (the same engine and loss as ``larpanda train panoptic --mode decoder``);
-  3. evaluate on the validation events (spec-data §6.2/6.3 metrics) and time the forward pass and the
-     post-processing (matrix NMS + painting) per event.
+  2. measure the decoder step rate on a throwaway copy of the model (``--calib-steps`` steps; counted in
+     the budget), then run ONE ``larpanda.train.fit`` (one OneCycle schedule) of the preset's
+     ``train.max_steps`` steps, or fewer (``0.92 · remaining budget · measured rate``) if they would not
+     fit; ``--fill-budget`` uses the whole budget instead. The same engine and loss as
+     ``larpanda train panoptic --mode decoder``. On a shared machine the rate can change during the fit;
+     the JSON records the real training wall time, which can differ from the budget;
+  3. evaluate on the held-out events of ``--eval-splits`` (default ``val,test``; spec-data §6.2/6.3
+     metrics) and time the forward pass (backbone + head) and the post-processing (matrix NMS + painting)
+     per event, batch 1. ``test`` is never used for choosing settings.
 
     larpanda simulate --events 500 --seed 11 --out DATA --split 400,60,40
     larpanda pretrain --config cpu-small --data DATA/train --out PRE
-    python benchmarks/bench_panoptic.py --weights PRE --data DATA --out bench_panoptic.json
+    python benchmarks/bench_panoptic.py --weights PRE/backbone --data DATA --out bench_panoptic.json
 
 Writes a JSON summary (atomic) and prints it.
 """
@@ -18,8 +23,11 @@ Writes a JSON summary (atomic) and prints it.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -30,14 +38,15 @@ def run_level(level: str, args, shared_cache: dict) -> dict:
     from larpanda.config import apply_overrides, load_config
     from larpanda.data.point import collate
     from larpanda.tasks.common import make_dataset
-    from larpanda.tasks.panoptic import build_panoptic_model, evaluate_model
+    from larpanda.tasks.panoptic import build_panoptic_model, evaluate_model, level_config
     from larpanda.train import fit
 
-    cfg = apply_overrides(load_config(args.config, "panoptic"), args.set)
-    cfg.setdefault("train", {})["progress"] = False
+    cfg = level_config(apply_overrides(load_config(args.config, "panoptic"), args.set), level)
+    cfg["train"]["progress"] = False
     data = Path(args.data)
     train_set = make_dataset([str(data / "train")], cfg["data"], train=True, seed=0, max_events=args.train_events)
-    val_set = make_dataset([str(data / "val")], cfg["data"], train=False, max_events=args.val_events)
+    eval_sets = {sp: make_dataset([str(data / sp)], cfg["data"], train=False, max_events=args.val_events)
+                 for sp in args.eval_splits.split(",")}
     torch.manual_seed(0)
     model = build_panoptic_model("decoder", level, cfg, args.weights)
     model.enable_feature_cache()
@@ -49,49 +58,59 @@ def run_level(level: str, args, shared_cache: dict) -> dict:
     for s in range(0, len(train_set), bs):
         model._cached_features(collate([train_set[i] for i in range(s, min(len(train_set), s + bs))]))
     t_cache = time.perf_counter() - t_c
+    load_start = os.getloadavg()
     t_start = time.perf_counter()
     budget = args.minutes * 60.0
 
-    # 2. train for the budget: a short fit measures the step rate on this (shared) machine, then fits of
-    #    max_steps = 0.9 · remaining time · measured rate follow (each a full OneCycle), until < 60 s remain
+    # 2. step rate on a throwaway copy (same config), then one fit filling the rest of the budget
     out_dir = Path(args.work) / level
     shutil.rmtree(out_dir, ignore_errors=True)
-    cycles, sps, total_steps = [], None, 0
-    while True:
+    calib_s = 0.0
+    if args.max_steps:
+        steps = int(args.max_steps)
+    else:
+        model.feature_cache = None  # not deep-copied
+        probe = copy.deepcopy(model)
+        model.feature_cache = probe.feature_cache = shared_cache
+        c_cfg = copy.deepcopy(cfg)
+        c_cfg["train"].update(max_steps=int(args.calib_steps), ckpt_every=10 ** 9, log_every=10 ** 9)
+        c_cfg["train"].pop("epochs", None)
+        t0 = time.perf_counter()
+        fit(probe, train_set, c_cfg, out_dir / "calibration", resume=False)
+        calib_s = time.perf_counter() - t0
+        del probe
         left = budget - (time.perf_counter() - t_start)
-        if args.max_steps:
-            steps = args.max_steps if not cycles else 0
-        elif sps is None:
-            steps = 20
-        else:
-            steps = int(0.9 * left * sps)
-        if steps < 10 or left < 60:
-            break
-        cfg["train"]["max_steps"] = steps
-        cfg["train"].pop("epochs", None)
-        t_fit0 = time.perf_counter()
-        fit_res = fit(model, train_set, cfg, out_dir / f"cycle{len(cycles)}", resume=False)
-        dt = time.perf_counter() - t_fit0
-        sps = steps / dt
-        total_steps += steps
-        cycles.append({"steps": steps, "wall_s": dt, "logs": fit_res.get("logs")})
+        steps = max(10, int(0.92 * left * args.calib_steps / calib_s))
+        if not args.fill_budget:  # the preset's step count when it fits the budget
+            steps = min(steps, int(cfg["train"]["max_steps"]))
+    cfg["train"]["max_steps"] = steps
+    cfg["train"].pop("epochs", None)
+    t_fit0 = time.perf_counter()
+    fit_res = fit(model, train_set, cfg, out_dir / "fit", resume=False)
+    t_fit = time.perf_counter() - t_fit0
     t_train = time.perf_counter() - t_start
-    max_steps, t_fit, step_s = total_steps, sum(c["wall_s"] for c in cycles), 1 / sps if sps else None
+    load_end = os.getloadavg()
+    logs = [json.loads(x) for x in (out_dir / "fit" / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    first = {k: v for k, v in logs[0].items() if k.startswith("loss")} if logs else {}
+    last = {k: v for k, v in logs[-1].items() if k.startswith("loss")} if logs else {}
 
-    # 3. validation metrics and timings
-    metrics = evaluate_model(model, val_set, batch_size=1)
+    # 3. held-out metrics and timings (fp32, batch 1)
     keep = ("f1", "precision", "recall", "matched_iou", "ari", "pq", "sq", "rq", "pq_std", "pid_macro_purity",
             "pid_macro_efficiency", "pid_macro_f1", "pid_accuracy", "num_events", "forward_s_per_event",
             "postprocess_s_per_event", "num_gt", "num_pred")
-    res = {k: metrics[k] for k in keep if k in metrics}
-    res.update({
-        "level": level, "train_events": len(train_set), "val_events": len(val_set), "max_steps": max_steps,
-        "batch_size": bs, "feature_cache_s": t_cache, "fit_s": t_fit,
-        "total_train_wall_s": t_train, "decoder_step_s_calibrated": step_s, "cycles": cycles,
-        "postprocess_over_forward": metrics["postprocess_s_per_event"] / max(metrics["forward_s_per_event"], 1e-12),
-        "decoder_params": sum(p.numel() for p in model.decoder.parameters()),
-        "full_in_channels": model.full_in_channels,
-    })
+    res = {"level": level, "train_events": len(train_set), "max_steps": steps, "batch_size": bs,
+           "amp": cfg["train"].get("amp"), "amp_cpu": cfg["train"].get("amp_cpu"), "feature_cache_s": t_cache,
+           "calibration_s": calib_s, "fit_s": t_fit, "total_train_wall_s": t_train,
+           "step_s": t_fit / steps, "loadavg_start": load_start, "loadavg_end": load_end,
+           "loss_first": first, "loss_last": last,
+           "decoder_params": sum(p.numel() for p in model.decoder.parameters()),
+           "full_in_channels": model.full_in_channels, "eval": {}}
+    for sp, ds in eval_sets.items():
+        metrics = evaluate_model(model, ds, batch_size=1)
+        r = {k: metrics[k] for k in keep if k in metrics}
+        r["events"] = len(ds)
+        r["postprocess_over_forward"] = metrics["postprocess_s_per_event"] / max(metrics["forward_s_per_event"], 1e-12)
+        res["eval"][sp] = r
     return res
 
 
@@ -107,13 +126,24 @@ def main(argv=None):
     ap.add_argument("--minutes", type=float, default=15.0, help="training wall-clock budget per level")
     ap.add_argument("--max-steps", type=int, default=None, help="fixed step count instead of the budget")
     ap.add_argument("--train-events", type=int, default=None)
-    ap.add_argument("--val-events", type=int, default=None)
+    ap.add_argument("--val-events", type=int, default=None, help="events per evaluation split (default all)")
+    ap.add_argument("--eval-splits", default="val,test", help="held-out sub-directories of --data to evaluate")
+    ap.add_argument("--calib-steps", type=int, default=12, help="steps of the step-rate measurement")
+    ap.add_argument("--fill-budget", action="store_true",
+                    help="train as many steps as the budget allows (default: the preset's train.max_steps, "
+                         "fewer if they do not fit the budget)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from larpanda.atomic import atomic_write_json
 
-    out = {"weights": args.weights, "data": args.data, "minutes": args.minutes, "threads": args.threads, "levels": {}}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        commit = None
+    out = {"weights": args.weights, "data": args.data, "minutes": args.minutes, "threads": args.threads,
+           "config": args.config, "set": args.set, "commit": commit, "levels": {}}
     cache: dict = {}
     for level in args.levels.split(","):
         out["levels"][level] = run_level(level, args, cache)
