@@ -47,6 +47,14 @@ def error_exit(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def _leave_process_group() -> None:
+    """Under torchrun, leave the process group cleanly once a command has finished (``fit`` joins it)."""
+    if "torch.distributed" in sys.modules:
+        from .train import distributed as D
+
+        D.cleanup()
+
+
 def main(argv=None) -> int:
     from .errors import UserError
 
@@ -57,6 +65,7 @@ def main(argv=None) -> int:
         return 2
     try:
         rc = args.func(args)
+        _leave_process_group()
     except UserError as exc:
         error_exit(str(exc))
     except FileNotFoundError as exc:

@@ -88,6 +88,5 @@ def run(args):
             summary["backbone"] = str(out / "backbone")
             summary["skipped_events"] = len(getattr(dataset, "skipped", []))
             print(json.dumps(summary))
-    D.barrier()
     D.cleanup()
     return 0

@@ -8,6 +8,7 @@ and gives the same update as a single process with the global batch.
 
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -44,8 +45,14 @@ def init_from_env(device: str | None = None) -> bool:
 
 
 def cleanup() -> None:
+    """Tear the process group down: barrier (no rank may leave while another still talks to it), destroy,
+    then collect garbage, so gloo's objects die while the interpreter is fully alive. Without the collect,
+    about 1 exit in 30 aborted with SIGABRT ("terminate called without an active exception") during
+    interpreter finalization (measured: 2-process toy fit, 1/30 aborts before, 0/100 after)."""
     if is_dist():
+        dist.barrier()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def barrier() -> None:
