@@ -34,6 +34,39 @@ from pathlib import Path
 import torch
 
 
+def truth_semantics_clusters(dataset, level: str, eps_voxels: float) -> dict:
+    """Reference point for the learned head, not a method of ours: connected components (DBSCAN,
+    min_samples 1, neighbours within ``eps_voxels``) of the points of each TRUE thing class (PID classes
+    for particles, all non-LED points for interactions), scored with the same metrics. It knows the
+    semantics perfectly and nothing else: it shows how far plain spatial connectivity gets."""
+    import numpy as np
+    from sklearn.cluster import DBSCAN
+
+    from larpanda.data.point import collate
+    from larpanda.data.transforms import SCALE
+    from larpanda.metrics.panoptic import PanopticAccumulator
+    from larpanda.tasks.panoptic import LEVELS, level_labels
+
+    lv = LEVELS[level]
+    acc = PanopticAccumulator(len(lv["class_names"]), lv["class_names"])
+    for i in range(len(dataset)):
+        b = collate([dataset[i]])
+        inst, seg = (t.numpy() for t in level_labels(b, level))
+        xyz = np.asarray(b["coord"], dtype=np.float64) * SCALE  # normalized → voxels
+        pred = np.full(len(seg), -1)
+        for c in sorted(set(np.unique(seg).tolist()) - set(lv["stuff_classes"])):
+            m = np.flatnonzero(seg == c)
+            pred[m] = DBSCAN(eps=eps_voxels, min_samples=1).fit_predict(xyz[m]) + pred.max() + 1
+        if level == "particle":
+            cls = np.where(pred >= 0, seg, lv["stuff_classes"][0])
+            acc.update(pred, inst, cls, seg)
+        else:
+            acc.update(pred, inst)
+    r = acc.compute()
+    r["eps_voxels"] = eps_voxels
+    return r
+
+
 def run_level(level: str, args, shared_cache: dict) -> dict:
     from larpanda.config import apply_overrides, load_config
     from larpanda.data.point import collate
@@ -86,7 +119,7 @@ def run_level(level: str, args, shared_cache: dict) -> dict:
     cfg["train"]["max_steps"] = steps
     cfg["train"].pop("epochs", None)
     t_fit0 = time.perf_counter()
-    fit_res = fit(model, train_set, cfg, out_dir / "fit", resume=False)
+    fit(model, train_set, cfg, out_dir / "fit", resume=False)
     t_fit = time.perf_counter() - t_fit0
     t_train = time.perf_counter() - t_start
     load_end = os.getloadavg()
@@ -107,10 +140,14 @@ def run_level(level: str, args, shared_cache: dict) -> dict:
            "full_in_channels": model.full_in_channels, "eval": {}}
     for sp, ds in eval_sets.items():
         metrics = evaluate_model(model, ds, batch_size=1)
-        r = {k: metrics[k] for k in keep if k in metrics}
+        r = {k: metrics[k] for k in metrics if k in keep or k.startswith(("recall_size_", "num_gt_size_"))}
         r["events"] = len(ds)
         r["postprocess_over_forward"] = metrics["postprocess_s_per_event"] / max(metrics["forward_s_per_event"], 1e-12)
         res["eval"][sp] = r
+        if args.cc_eps:
+            cc = truth_semantics_clusters(ds, level, args.cc_eps)
+            res["eval"][sp]["truth_semantics_clusters"] = {k: cc[k] for k in cc if k in keep or k == "eps_voxels"
+                                                           or k.startswith(("recall_size_", "num_gt_size_"))}
     return res
 
 
@@ -133,6 +170,8 @@ def main(argv=None):
                     help="train as many steps as the budget allows (default: the preset's train.max_steps, "
                          "fewer if they do not fit the budget)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cc-eps", type=float, default=1.8,
+                    help="also score connected components of the true classes at this radius in voxels (0: off)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from larpanda.atomic import atomic_write_json

@@ -17,6 +17,9 @@ Per event (one call of `PanopticAccumulator.update`):
   Kirillov PQ (per class c: Σ IoU over TP_c / (TP_c + ½FP_c + ½FN_c) with same-class matching at
   IoU > 0.5, pooled over events, then the mean over classes that occur).
 
+Addition (not in the reference): ``recall_size_{1_9,10_99,100_plus}`` = detection recall of the truth
+instances in each size bin (points), with ``num_gt_size_*`` their counts (no recall key for an empty bin).
+
 Interaction level (§6.3): pass no classes (``pred_class=gt_class=None``); every instance is then class 0
 ("thing"), K = 1, and the PID section is omitted.
 
@@ -97,6 +100,11 @@ def adjusted_rand_index(gt: np.ndarray, pred: np.ndarray) -> float:
     return float(adjusted_rand_score(gt[m], pred[m]))
 
 
+# truth-instance size bins (points, [lo, hi)) of the recall-by-size figures: a larpanda addition to
+# spec-data §6.2 (SPINE-style efficiency vs size), showing how much of the missed recall is tiny fragments
+SIZE_BINS = ((1, 10), (10, 100), (100, None))
+
+
 def _prf(tp: float, fp: float, fn: float):
     p = tp / (tp + fp) if tp + fp > 0 else 0.0
     r = tp / (tp + fn) if tp + fn > 0 else 0.0
@@ -129,6 +137,8 @@ class PanopticAccumulator:
         self.pq_fp = np.zeros(self.K, dtype=np.int64)
         self.pq_fn = np.zeros(self.K, dtype=np.int64)
         self.ari = []
+        self.size_gt = np.zeros(len(SIZE_BINS), dtype=np.int64)  # truth instances per size bin
+        self.size_tp = np.zeros(len(SIZE_BINS), dtype=np.int64)  # of which matched
 
     def update(self, pred_instance, gt_instance, pred_class=None, gt_class=None) -> dict:
         """Add one event. Arrays are per point (N,), ids −1 = stuff/LED. Returns this event's figures."""
@@ -151,6 +161,9 @@ class PanopticAccumulator:
         self.n_pred += n_pred
         self.n_gt += n_gt
         self.iou_sum += float(iou[sel].sum())
+        bins = np.searchsorted([lo for lo, _ in SIZE_BINS], g_sizes, side="right") - 1
+        np.add.at(self.size_gt, bins, 1)
+        np.add.at(self.size_tp, bins[pairs[sel, 1]], 1)
 
         p_cls = instance_classes(p_ids, pred, pc, K)
         g_cls = instance_classes(g_ids, gt, gc, K)
@@ -194,6 +207,11 @@ class PanopticAccumulator:
         out["ari"] = float(ari.mean()) if len(ari) else float("nan")
         out["ari_events"] = float(len(ari))
         out["events"] = float(len(self.ari))
+        for (lo, hi), n, t in zip(SIZE_BINS, self.size_gt, self.size_tp):
+            key = f"{lo}_{hi - 1}" if hi else f"{lo}_plus"
+            out[f"num_gt_size_{key}"] = float(n)
+            if n:
+                out[f"recall_size_{key}"] = t / n
 
         # pimm pooled class-aware PQ
         ctp = self.cls_tp
