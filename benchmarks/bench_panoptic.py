@@ -62,9 +62,7 @@ def truth_semantics_clusters(dataset, level: str, eps_voxels: float) -> dict:
             acc.update(pred, inst, cls, seg)
         else:
             acc.update(pred, inst)
-    r = acc.compute()
-    r["eps_voxels"] = eps_voxels
-    return r
+    return acc.compute()
 
 
 def run_level(level: str, args, shared_cache: dict) -> dict:
@@ -131,6 +129,9 @@ def run_level(level: str, args, shared_cache: dict) -> dict:
     keep = ("f1", "precision", "recall", "matched_iou", "ari", "pq", "sq", "rq", "pq_std", "pid_macro_purity",
             "pid_macro_efficiency", "pid_macro_f1", "pid_accuracy", "num_events", "forward_s_per_event",
             "postprocess_s_per_event", "num_gt", "num_pred")
+
+    def kept(metrics: dict) -> dict:
+        return {k: v for k, v in metrics.items() if k in keep or k.startswith(("recall_size_", "num_gt_size_"))}
     res = {"level": level, "train_events": len(train_set), "max_steps": steps, "batch_size": bs,
            "amp": cfg["train"].get("amp"), "amp_cpu": cfg["train"].get("amp_cpu"), "feature_cache_s": t_cache,
            "calibration_s": calib_s, "fit_s": t_fit, "total_train_wall_s": t_train,
@@ -140,14 +141,13 @@ def run_level(level: str, args, shared_cache: dict) -> dict:
            "full_in_channels": model.full_in_channels, "eval": {}}
     for sp, ds in eval_sets.items():
         metrics = evaluate_model(model, ds, batch_size=1)
-        r = {k: metrics[k] for k in metrics if k in keep or k.startswith(("recall_size_", "num_gt_size_"))}
+        r = kept(metrics)
         r["events"] = len(ds)
         r["postprocess_over_forward"] = metrics["postprocess_s_per_event"] / max(metrics["forward_s_per_event"], 1e-12)
         res["eval"][sp] = r
         if args.cc_eps:
             cc = truth_semantics_clusters(ds, level, args.cc_eps)
-            res["eval"][sp]["truth_semantics_clusters"] = {k: cc[k] for k in cc if k in keep or k == "eps_voxels"
-                                                           or k.startswith(("recall_size_", "num_gt_size_"))}
+            res["eval"][sp]["truth_semantics_clusters"] = {**kept(cc), "eps_voxels": args.cc_eps}
     return res
 
 

@@ -147,12 +147,8 @@ def test_iou_ties_at_threshold_match():
 def test_recall_by_truth_size():
     # truth: 5-point, 50-point and 200-point particles; the prediction finds the two larger ones exactly
     # and covers the small one with a 20-point blob (IoU 5/20 < 0.5: missed)
-    gt = np.repeat([0, 1, 2], [5, 50, 200])
-    pred = np.repeat([7, 8, 9], [5, 50, 200])
-    pred[:5] = -1
-    pred = np.concatenate([pred, np.full(15, 3)])
-    gt = np.concatenate([gt, np.full(15, -1)])
-    pred[:5] = 3
+    gt = np.repeat([0, 1, 2, -1], [5, 50, 200, 15])
+    pred = np.repeat([3, 8, 9, 3], [5, 50, 200, 15])
     m = panoptic_metrics(pred, gt)
     assert m["num_gt_size_1_9"] == 1 and m["num_gt_size_10_99"] == 1 and m["num_gt_size_100_plus"] == 1
     assert m["recall_size_1_9"] == 0.0
