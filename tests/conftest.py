@@ -22,6 +22,20 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
+@pytest.fixture(scope="session")
+def fixture_pilarnet_event():
+    """The real PILArNet-M test event (``pilarnet_m_test_event0_recon.npz``) as a `larpanda.data.pilarnet`
+    event with all its labels; tests write it to their own files."""
+    import numpy as np
+
+    from larpanda.data.pilarnet import event_from_labels
+
+    z = np.load(FIXTURES / "pilarnet_m_test_event0_recon.npz")
+    i64 = lambda k: z[k].astype(np.int64)  # noqa: E731
+    return event_from_labels(i64("voxel"), z["energy"], i64("segment_motif"), i64("segment_pid"),
+                             i64("instance_particle"), i64("instance_interaction"))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _threads():
     import torch

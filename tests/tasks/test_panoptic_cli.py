@@ -3,18 +3,14 @@
 import json
 
 import h5py
-import numpy as np
 
 from larpanda.cli import main
 
 
-def test_train_evaluate_predict(tmp_path, fixtures_dir):
-    from larpanda.data.pilarnet import event_from_labels, write_events
+def test_train_evaluate_predict(tmp_path, fixture_pilarnet_event):
+    from larpanda.data.pilarnet import write_events
 
-    d = np.load(fixtures_dir / "pilarnet_m_test_event0_recon.npz")
-    i64 = lambda k: d[k].astype(np.int64)  # noqa: E731
-    ev = event_from_labels(i64("voxel"), d["energy"], i64("segment_motif"), i64("segment_pid"),
-                           i64("instance_particle"), i64("instance_interaction"))
+    ev = fixture_pilarnet_event
     data = tmp_path / "one.h5"
     write_events(data, [ev])
     run = tmp_path / "run"
@@ -45,22 +41,18 @@ def test_train_evaluate_predict(tmp_path, fixtures_dir):
         assert f["instance"][0].shape == (len(ev),)
 
 
-def test_decoder_mode_cpu_preset_caches_frozen_features(tmp_path, fixtures_dir, monkeypatch, capsys):
+def test_decoder_mode_cpu_preset_caches_frozen_features(tmp_path, fixture_pilarnet_event, monkeypatch, capsys):
     """``--config cpu`` (data.cache_features, no augmentation): the frozen backbone runs once per training
     event, not once per step; with augmentation the cache is refused."""
     import pytest
     import torch
 
     from larpanda import io
-    from larpanda.data.pilarnet import event_from_labels, write_events
+    from larpanda.data.pilarnet import write_events
     from larpanda.tasks.panoptic import PanopticModel
 
-    d = np.load(fixtures_dir / "pilarnet_m_test_event0_recon.npz")
-    i64 = lambda k: d[k].astype(np.int64)  # noqa: E731
-    ev = event_from_labels(i64("voxel"), d["energy"], i64("segment_motif"), i64("segment_pid"),
-                           i64("instance_particle"), i64("instance_interaction"))
     data = tmp_path / "one.h5"
-    write_events(data, [ev])
+    write_events(data, [fixture_pilarnet_event])
     torch.manual_seed(0)
     io.save_model(io.build_model("tiny"), tmp_path / "bb")
     calls = []
