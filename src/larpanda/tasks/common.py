@@ -134,6 +134,7 @@ def iterate_batches(dataset, batch_size: int = 4, max_events=None, model=None):
     from ..io import memory
 
     base = getattr(dataset, "dataset", dataset)  # a Subset's underlying PILArNetDataset
+    limit = memory.limit_bytes(str(next(model.parameters()).device))[0]
     items, total = [], 0.0
     for i in range(n):
         item = dataset[i]
@@ -149,7 +150,6 @@ def iterate_batches(dataset, batch_size: int = 4, max_events=None, model=None):
             memory.log.warning("skipping event: %s", exc)
             base.skipped.append(str(exc))
             continue
-        limit = memory.limit_bytes(str(next(model.parameters()).device))[0]
         if items and (len(items) == batch_size or total + est > limit):
             yield collate(items)
             items, total = [], 0.0

@@ -225,10 +225,15 @@ class PanopticModel(nn.Module):
         check_model(self, d, source=event.source)  # InferenceMemoryError before any forward pass
         return d, collate([d])
 
+    @property
+    def class_key(self) -> str:
+        """Name of `predict`'s per-point class output: ``pid`` (particle) or ``interaction_class``."""
+        return "pid" if self.level == "particle" else "interaction_class"
+
     def empty_prediction(self, n: int) -> dict:
         """`predict`'s output for an event of ``n`` rows none of which is predicted (all removed)."""
-        key = "pid" if self.level == "particle" else "interaction_class"
-        return {"instance": np.full(n, -1, np.int64), key: np.full(n, -1, np.int64), "score": np.zeros(n, np.float32)}
+        return {"instance": np.full(n, -1, np.int64), self.class_key: np.full(n, -1, np.int64),
+                "score": np.zeros(n, np.float32)}
 
     @torch.no_grad()
     def predict(self, event) -> dict:
@@ -244,8 +249,8 @@ class PanopticModel(nn.Module):
         finally:
             self.train(was)
         out = self.empty_prediction(len(event))
-        key = "pid" if self.level == "particle" else "interaction_class"
-        out["instance"][d["index"]], out[key][d["index"]], out["score"][d["index"]] = r["instance"], r["cls"], r["score"]
+        idx = d["index"]
+        out["instance"][idx], out[self.class_key][idx], out["score"][idx] = r["instance"], r["cls"], r["score"]
         return out
 
     @torch.no_grad()
