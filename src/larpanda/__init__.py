@@ -2,7 +2,7 @@
 
     import larpanda as lp
     events = lp.data.read_events("file.h5", start=0, stop=10)
-    model = lp.load_model("path/to/weights")      # safetensors dir or official Panda .pth
+    model = lp.load_model("path/to/weights")      # safetensors dir, official Panda .pth, or "base" (Hub)
     feats = model.embed(events[0])                # (N, C), event order
 """
 

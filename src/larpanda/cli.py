@@ -1,4 +1,4 @@
-"""The ``larpanda`` command line: one sub-command per job (design.md §3).
+"""The ``larpanda`` command line: one sub-command per job (docs/design.md §3).
 
 Each sub-command lives in ``larpanda/commands/<name>.py`` with ``add_parser(subparsers)`` (which sets
 ``func``). Command modules import heavy libraries only inside their ``run`` function, so ``--help`` is fast.
@@ -24,6 +24,7 @@ COMMANDS = (
     "convert",
     "study",
     "demo",
+    "data",
 )
 
 

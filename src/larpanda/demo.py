@@ -8,9 +8,9 @@ training stopped by Ctrl-C / SIGTERM saves its checkpoint, gets no marker and re
    (``larpanda pretrain --config cpu-small``), exported to ``DIR/pretrain/backbone``.
 3. ``semantic``: label fractions × {linear, decoder, scratch} (+ full fine-tuning at the smallest fraction,
    + the UResNet baseline), each trained with ``larpanda train semantic`` on a nested label subset and
-   evaluated on the test set (spec-data §6.1).
+   evaluated on the test set (docs/design.md §7.1).
 4. ``panoptic``: particle-level detector (decoder mode) on the pretrained backbone, evaluated on the test
-   set (spec-data §6.2).
+   set (docs/design.md §7.2).
 5. ``report``: ``DIR/results.json`` (strict JSON: undefined metrics are null) and the offline
    ``DIR/report.html`` (`larpanda.viz.report`); skipped when no step ran and both files exist.
 
@@ -43,14 +43,6 @@ def _read_json(path: Path):
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def _cli(argv: list[str]):
-    """Run a larpanda sub-command in this process (same parser as the console script)."""
-    from .cli import build_parser
-
-    args = build_parser().parse_args([str(a) for a in argv])
-    return args.func(args)
 
 
 def _sets(items) -> list[str]:
@@ -126,6 +118,8 @@ class Demo:
         return res
 
     def pretrain(self) -> dict:
+        from .tasks.study import run_cli
+
         pc = self.cfg["pretrain"]
         run = self.out / "pretrain"
         argv = ["pretrain", "--config", pc.get("config", "cpu-small"), "--data", self.split_file("train"),
@@ -134,7 +128,7 @@ class Demo:
             argv.append("--quiet")
         if (run / "checkpoints" / "last.pt").exists():
             argv.append("--resume")
-        _cli(argv)
+        run_cli(argv)
         if not (self.backbone / "config.json").exists():
             if (run / "checkpoints" / "last.pt").exists():  # stopped by a signal: checkpoint saved, no export
                 raise KeyboardInterrupt
@@ -149,44 +143,22 @@ class Demo:
         return runs
 
     def semantic(self, mode: str, frac: float) -> dict:
+        from .tasks.study import semantic_run
         from .viz.report import semantic_row
 
         sc = self.cfg["semantic"]
         run = self.out / "semantic" / f"{mode}_{frac:g}"
         pretrained = mode in ("linear", "decoder", "full")
-        argv = ["train", "semantic", "--mode", mode, "--label-fraction", frac, "--data", self.split_file("train"),
-                "--out", run, "--seed", int(self.cfg.get("seed", 0)), *_sets(sc.get("set")),
-                *_sets((sc.get("mode_set") or {}).get(mode))]
-        if pretrained:
-            argv += ["--weights", self.backbone]
-        argv += self._batch_cap("semantic", sc, frac)
-        if self.quiet:
-            argv.append("--quiet")
-        if (run / "checkpoints" / "last.pt").exists():
-            argv.append("--resume")
-        t0 = time.perf_counter()
-        _cli(argv)
-        summary = _finished_run(run)
-        train_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        metrics = self._evaluate_semantic(run)
+        summary, metrics, train_s = semantic_run(
+            run, mode, frac, [self.split_file("train")], [self.split_file("val")], self._dataset("test"),
+            weights=self.backbone if pretrained else None, seed=int(self.cfg.get("seed", 0)),
+            extra_args=_sets(sc.get("set")) + _sets((sc.get("mode_set") or {}).get(mode)), quiet=self.quiet,
+            max_test_events=self.cfg.get("eval", {}).get("max_test_events"))
         return semantic_row(metrics, mode, frac, pretrained, run=str(run.relative_to(self.out)), train_s=train_s,
-                            eval_s=time.perf_counter() - t0, labelled_events=summary["run"].get("labelled_events"),
-                            test_events=metrics.get("num_events"),
+                            eval_s=metrics["seconds_per_event"] * metrics["num_events"], steps=summary["fit"]["step"],
+                            best_step=(summary["fit"].get("best") or {}).get("step"),
+                            labelled_events=summary["run"].get("labelled_events"), test_events=metrics.get("num_events"),
                             **({"backbone": str(self.backbone.relative_to(self.out))} if pretrained else {}))
-
-    def _batch_cap(self, kind: str, section: dict, frac: float) -> list[str]:
-        """``--set train.batch_size=k`` when the labelled subset has fewer events than one batch (1 % of a
-        small training set can be 1 to 3 events)."""
-        from .config import apply_overrides, load_config
-        from .tasks.common import label_subset
-
-        if not hasattr(self, "_n_train"):
-            self._n_train = len(self._dataset("train"))
-        k = len(label_subset(self._n_train, frac, int(self.cfg.get("seed", 0))))
-        cfg = apply_overrides(load_config(section.get("config") or "default", kind), list(section.get("set") or []))
-        bs = int(cfg.get("train", {}).get("batch_size", 4))
-        return ["--set", f"train.batch_size={k}"] if k < bs else []
 
     def _dataset(self, split: str, energy_threshold: float = 0.13):
         """Evaluation dataset of ``split`` (events with >= ``eval.min_points`` raw points, energy cut)."""
@@ -196,43 +168,38 @@ class Demo:
                             {"energy_threshold": energy_threshold,
                              "min_points": int(self.cfg.get("eval", {}).get("min_points", 1024))}, train=False)
 
-    def _evaluate_semantic(self, run: Path) -> dict:
-        from .tasks.semantic import evaluate_model, load_semantic
-
-        model = load_semantic(run / "weights")
-        ds = self._dataset("test", model.energy_threshold)
-        return evaluate_model(model, ds, 4, self.cfg.get("eval", {}).get("max_test_events"))
-
     def panoptic(self, level: str) -> dict:
-        from .tasks.panoptic import evaluate_model, load_panoptic
+        from .tasks.panoptic import evaluate_model
+        from .tasks.study import run_cli
+        from .tasks.weights import load_task_model
 
         pc = self.cfg["panoptic"]
         run = self.out / "panoptic" / level
         mode = pc.get("mode", "decoder")
         frac = float(pc.get("label_fraction", 1.0))
         argv = ["train", "panoptic", "--level", level, "--mode", mode, "--label-fraction", frac,
-                "--data", self.split_file("train"), "--out", run, "--seed", int(self.cfg.get("seed", 0)),
-                *_sets(pc.get("set"))]
+                "--data", self.split_file("train"), "--val-data", self.split_file("val"), "--out", run,
+                "--seed", int(self.cfg.get("seed", 0)), *_sets(pc.get("set"))]
         if pc.get("config"):
             argv += ["--config", pc["config"]]
         if mode != "scratch":
             argv += ["--weights", self.backbone]
-        argv += self._batch_cap("panoptic", pc, frac)
         if self.quiet:
             argv.append("--quiet")
         if (run / "checkpoints" / "last.pt").exists():
             argv.append("--resume")
         t0 = time.perf_counter()
-        _cli(argv)
+        run_cli(argv)
         summary = _finished_run(run)
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        model = load_panoptic(run / "weights")
+        model = load_task_model(run / "weights", "panoptic")
         m = evaluate_model(model, self._dataset("test", model.energy_threshold), 4,
                            self.cfg.get("eval", {}).get("max_test_events"))
         row = {"level": level, "mode": mode, "label_fraction": frac, "pretrained": mode != "scratch",
                "run": str(run.relative_to(self.out)), "train_s": train_s, "eval_s": time.perf_counter() - t0,
-               "labelled_events": summary["run"].get("labelled_events")}
+               "labelled_events": summary["run"].get("labelled_events"), "steps": summary["fit"]["step"],
+               "best_step": (summary["fit"].get("best") or {}).get("step")}
         for k in ("ari", "f1", "precision", "recall", "pq", "sq", "rq", "matched_iou", "pq_std", "pid_accuracy",
                   "pid_confusion", "forward_s_per_event", "postprocess_s_per_event", "num_events"):
             if k in m:
@@ -265,15 +232,15 @@ class Demo:
             f0 = min(r["label_fraction"] for r in sem_rows)
             pick = max((r for r in sem_rows if r["label_fraction"] == f0 and r.get("pretrained")),
                        key=lambda r: r["miou"], default=None) or max(sem_rows, key=lambda r: r["miou"])
-            from .tasks.semantic import load_semantic
+            from .tasks.weights import load_task_model
 
-            sem_model = (load_semantic(self.out / pick["run"] / "weights"), pick)
+            sem_model = (load_task_model(self.out / pick["run"] / "weights", "semantic"), pick)
         pan_model = None
         pan_rows = [r for r in results.get("panoptic", []) if r.get("level") == "particle" and r.get("run")]
         if pan_rows:
-            from .tasks.panoptic import load_panoptic
+            from .tasks.weights import load_task_model
 
-            pan_model = load_panoptic(self.out / pan_rows[0]["run"] / "weights")
+            pan_model = load_task_model(self.out / pan_rows[0]["run"] / "weights", "panoptic")
         backbone = None
         if (self.backbone / "config.json").exists():
             from .io import load_model

@@ -3,11 +3,12 @@
 import json
 
 import h5py
+import pytest
 
 from larpanda.cli import main
 
 
-def test_train_evaluate_predict(tmp_path, fixture_pilarnet_event):
+def test_train_evaluate_predict(tmp_path, fixture_pilarnet_event, capsys):
     from larpanda.data.pilarnet import write_events
 
     ev = fixture_pilarnet_event
@@ -33,6 +34,21 @@ def test_train_evaluate_predict(tmp_path, fixture_pilarnet_event):
     m = json.loads(out.read_text())
     assert {"f1", "ari", "pq", "pq_std", "matched_iou", "postprocess_s_per_event"} <= set(m)
     assert m["f1"] == val["f1"]  # same weights, same data, deterministic eval
+
+    # the task comes from the weights' config; --min-points, --exclude-led and --report are honoured
+    big = len(ev) + 1
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--weights", str(run), "--data", str(data), "--min-points", str(big), "--quiet"])
+    assert exc.value.code == 2 and f"min {big} raw points" in capsys.readouterr().err
+    out2 = tmp_path / "m2.json"
+    assert main(["evaluate", "--weights", str(run), "--data", str(data), "--min-points", "100", "--exclude-led",
+                 "--out", str(out2), "--report", str(tmp_path / "rep"), "--quiet"]) == 0
+    m2 = json.loads(out2.read_text())
+    assert m2["exclude_led"] is True and m2["num_events"] == 1.0
+    n_led = int(((ev.segment_motif == 4) & (ev.energy > 0.13)).sum())
+    assert n_led > 0 and m2["num_points"] == m["num_points"] - n_led  # true LED points left out of the scores
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "Particles and interactions" in page
 
     pred = tmp_path / "pred.h5"
     assert main(["predict", "--weights", str(run), "--data", str(data), "--out", str(pred), "--quiet"]) == 0

@@ -119,8 +119,7 @@ def test_decoder_learns_with_feature_cache(event):
 def test_full_mode_lr_rules():
     """spec-model §4.4: encoder block idx gets 0.97^(Σdepths−idx−1+3)·backbone_mult; decoder block b 0.97^(2−b)."""
     m = _model(mode="full")
-    m.backbone_mult = 0.5
-    groups = m.param_groups({"layer_decay": 0.97})
+    groups = m.param_groups({"layer_decay": 0.97, "backbone_lr_mult": 0.5})
     scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
     named = dict(m.named_parameters())
     depths = list(m.backbone.config["enc_depths"])  # tiny: 1,1,1,2,1 → 6 blocks

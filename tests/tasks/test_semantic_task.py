@@ -9,7 +9,7 @@ from larpanda.data.point import collate
 from larpanda.errors import UserError
 from larpanda.metrics.semantic import semantic_metrics
 from larpanda.tasks.common import label_subset
-from larpanda.tasks.semantic import SemanticModel, load_official_state_dict, lovasz_softmax, semantic_loss
+from larpanda.tasks.semantic import SemanticModel, lovasz_softmax, semantic_loss
 
 TINY = load_config("tiny", "model")
 
@@ -72,8 +72,10 @@ def test_modes_freeze_and_lr_rules():
         assert p.requires_grad == (not n.startswith(("backbone.enc.", "backbone.embedding."))), n
     full = SemanticModel("full", backbone=TINY)
     assert all(p.requires_grad for p in full.parameters())
-    full.param_groups({"layer_decay": 0.9})
-    sc = full._lr_scales
+    groups = full.param_groups({"layer_decay": 0.9, "backbone_lr_mult": 0.05})
+    scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    sc = {n: scale_of[id(p)] for n, p in full.named_parameters()}
+    assert len(sc) == sum(len(g["params"]) for g in groups)  # every trainable parameter in exactly one group
     n_dec, n_enc = sum(TINY["dec_depths"]), sum(TINY["enc_depths"])
     assert sc["backbone.dec.dec0.block0.attn.qkv.weight"] == pytest.approx(0.9 ** (n_dec - 1))
     assert sc["backbone.dec.dec3.block0.attn.qkv.weight"] == pytest.approx(1.0)
@@ -96,27 +98,33 @@ def test_panda_base_linear_head_width_is_1232():
     assert m.seg_head.in_features == 1232
 
 
-def test_official_semantic_state_dict_loads_strict():
+def test_official_semantic_checkpoint_loads_strict(tmp_path):
+    """A panda_semantic.pth-style file (DDP ``module.`` prefix) loads with strict keys into the layout its
+    config names; a missing key, an extra key or a linear-layout config is refused with one clear error."""
+    from larpanda.io import load_model
+
     torch.manual_seed(0)
-    model = SemanticModel("decoder", backbone=TINY)
-    keys = list(model.state_dict().keys())
+    ref = SemanticModel("decoder", backbone=TINY)
+    keys = list(ref.state_dict().keys())
     assert all(k.startswith(("backbone.", "seg_head.")) for k in keys)
     assert "seg_head.weight" in keys and any(k.startswith("backbone.dec.dec0.") for k in keys)
-    # synthetic "panda_semantic.pth" state dict built from the key list, with a DDP prefix
-    shapes = {k: v.shape for k, v in model.state_dict().items()}
-    sd = {"module." + k: torch.randn(s) for k, s in shapes.items()}
-    load_official_state_dict(model, sd)
+    sd = {"module." + k: torch.randn(v.shape) for k, v in ref.state_dict().items()}
+    cfg = {"num_classes": 5, "backbone": {**ref.backbone_kwargs, "type": "PT-v3m2"}, "freeze_backbone": True,
+           "mlp_head": False}
+
+    def save(name, state, config=cfg):
+        torch.save({"config": config, "state_dict": state}, tmp_path / name)
+        return tmp_path / name
+
+    model = load_model(save("ok.pth", sd))
     torch.testing.assert_close(model.state_dict()["seg_head.weight"], sd["module.seg_head.weight"])
-    # the same file loads into full (same layout) but not into linear
-    load_official_state_dict(SemanticModel("full", backbone=TINY), sd)
-    with pytest.raises(UserError):
-        load_official_state_dict(SemanticModel("linear", backbone=TINY), sd)
     missing = dict(sd)
     missing.pop("module.backbone.dec.dec0.block0.attn.qkv.weight")
-    with pytest.raises(UserError):
-        load_official_state_dict(model, missing)
-    with pytest.raises(UserError):
-        load_official_state_dict(model, {**sd, "module.backbone.extra.weight": torch.zeros(1)})
+    extra = {**sd, "module.backbone.extra.weight": torch.zeros(1)}
+    linear = {**cfg, "backbone": {**cfg["backbone"], "enc_mode": True}}
+    for path in (save("missing.pth", missing), save("extra.pth", extra), save("linear.pth", sd, linear)):
+        with pytest.raises(UserError, match="do not match"):
+            load_model(path)
 
 
 def test_predict_maps_rows_back_and_marks_cut_rows(fixtures_dir):
@@ -164,3 +172,14 @@ def test_official_pth_layout_loads_through_io(tmp_path):
     torch.save({"config": cfg, "state_dict": bad}, tmp_path / "bad.pth")
     with pytest.raises(UserError):
         load_model(tmp_path / "bad.pth")
+
+
+def test_task_of_a_pth_comes_from_its_config_not_its_name(tmp_path):
+    from larpanda.io.checkpoints import weights_task
+
+    ref = SemanticModel("full", backbone=TINY)
+    cfg = {"num_classes": 5, "backbone": {**ref.backbone_kwargs, "type": "PT-v3m2"}, "mlp_head": False}
+    torch.save({"config": cfg, "state_dict": ref.state_dict()}, tmp_path / "panda_particle.pth")
+    assert weights_task(tmp_path / "panda_particle.pth") == "semantic"
+    torch.save({"config": dict(TINY), "state_dict": {}}, tmp_path / "my_semantic.pth")
+    assert weights_task(tmp_path / "my_semantic.pth") == "backbone"

@@ -7,7 +7,7 @@ from larpanda.data.point import collate
 from larpanda.data.transforms import prepare
 from larpanda.metrics.semantic import semantic_metrics
 from larpanda.tasks.semantic import SemanticModel
-from larpanda.tasks.study import toy_events
+from toy_events import toy_events  # noqa: E402  (tests/tasks, on sys.path)
 
 
 

@@ -10,7 +10,7 @@ import torch
 from larpanda.cli import main
 from larpanda.config import load_config
 from larpanda.data.pilarnet import num_events, write_events
-from larpanda.tasks.study import toy_events
+from toy_events import toy_events  # noqa: E402  (tests/tasks, on sys.path)
 
 TINY_SET = ["train.max_steps=2", "train.batch_size=2", "train.log_every=1", "train.progress=false",
             "model.preset=tiny", "data.min_points=100", "uresnet.preset=uresnet-tiny", "data.augment=null"]
@@ -56,6 +56,10 @@ def test_study_end_to_end_with_uresnet_row(toy_dir, tmp_path):
     # every run saved loadable weights with the task config
     cfg = json.loads((out / "runs" / "linear_0.25" / "weights" / "config.json").read_text())
     assert cfg["task"] == "semantic" and cfg["mode"] == "linear"
+    # the val files found under --data validate every run
+    for r in rows:
+        run = out / "runs" / f"{r['mode']}_{float(r['label_fraction']):g}"
+        assert json.loads((run / "val_metrics.json").read_text())["num_events"] == 1
 
 
 def test_train_evaluate_predict_cli(toy_dir, tmp_path):

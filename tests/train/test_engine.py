@@ -216,3 +216,54 @@ def test_metrics_jsonl_is_strict_json(tmp_path):
 
     recs = [json.loads(x, parse_constant=reject) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert recs and all(r["undefined"] is None and r["huge"] is None for r in recs)
+
+
+def test_best_checkpoint_kept_and_restored_with_early_stop(tmp_path):
+    """select_metric keeps checkpoints/best.pt; the task ends with the best evaluation's weights; patience
+    stops the run after that many evaluations without improvement."""
+    scores = iter([0.3, 0.7, 0.5, 0.4, 0.6, 0.9])
+    snapshots = []
+
+    def eval_fn(task, ds):
+        snapshots.append(_params(task))
+        return {"mIoU": next(scores)}
+
+    torch.manual_seed(0)
+    task = ToyTask()
+    cfg = {**CFG, "max_steps": 12, "eval_every": 2, "select_metric": "mIoU", "patience": 2}
+    r = fit(task, ToyDataset(), cfg, tmp_path / "a", val_dataset=ToyDataset(n=3), eval_fn=eval_fn)
+    assert r["stopped_early"] and r["step"] == 8  # evaluations at 2, 4 (best), 6, 8: two without improvement
+    assert r["best"] == {"step": 4, "metric": "mIoU", "value": 0.7}
+    for k, v in snapshots[1].items():
+        torch.testing.assert_close(task.state_dict()[k], v)
+    recs = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["mIoU"] for x in recs if x.get("split") == "val"] == [0.3, 0.7, 0.5, 0.4]
+    with pytest.raises(UserError, match="select_metric"):
+        fit(ToyTask(), ToyDataset(), {**cfg, "select_metric": "nope"}, tmp_path / "b", val_dataset=ToyDataset(n=3),
+            eval_fn=lambda t, d: {"mIoU": 0.1})
+
+
+def test_resume_keeps_best_record(tmp_path):
+    """A run interrupted after its best evaluation resumes with that record: a worse evaluation after the
+    resume does not replace best.pt, and the final weights are the best ones."""
+    from larpanda.train.checkpoint import load_checkpoint as load
+
+    cfg = {**CFG, "max_steps": 6, "eval_every": 2, "select_metric": "mIoU"}
+    scores = iter([0.8, 0.2, 0.3])  # steps 2, 4, 6 (the first before the interruption)
+    kept = []
+
+    def eval_fn(task, ds):
+        kept.append(_params(task))
+        return {"mIoU": next(scores)}
+
+    torch.manual_seed(0)
+    t1 = ToyTask()
+    _stop_after(t1, 3)
+    r1 = fit(t1, ToyDataset(), cfg, tmp_path / "a", val_dataset=ToyDataset(n=3), eval_fn=eval_fn)
+    assert r1["interrupted"] and r1["best"] is None
+    assert load(tmp_path / "a" / "checkpoints" / "last.pt")["counters"]["best_value"] == 0.8
+    t2 = ToyTask()
+    r2 = fit(t2, ToyDataset(), cfg, tmp_path / "a", resume=True, val_dataset=ToyDataset(n=3), eval_fn=eval_fn)
+    assert r2["best"] == {"step": 2, "metric": "mIoU", "value": 0.8} and r2["step"] == 6
+    for k, v in kept[0].items():
+        torch.testing.assert_close(t2.state_dict()[k], v)

@@ -1,6 +1,6 @@
 """Backbone benchmark: eval forward and training step (fwd+bwd) time and peak memory per input size.
 
-Inputs (reference-cpu.md "CPU baseline"): the fixture event tiled k = 1, 3, 9, 27 times with shifts of
+Inputs (as the official-code CPU baseline of docs/model.md §1.10): the fixture event tiled k = 1, 3, 9, 27 times with shifts of
 7 voxels (k=3: x in {0,7,14}; k=9: x,y grid; k=27: x,y,z grid), duplicates removed
 (1,175 / 3,523 / 10,557 / 31,413 voxels), plus simulated events (``points`` = target raw voxel counts).
 Preprocessing = the reference transform (NormalizeCoord, LogTransform, GridSample order).

@@ -1,7 +1,7 @@
 """Data-loading throughput: read + energy cut + transforms (normalize, log, GridSample) + collate.
 
 Measured on ONE core (``torch.set_num_threads(1)``, no DataLoader workers) on a generated v2 file of
-~4.4k-raw-point events (about 3.4k above the 0.13 MeV cut, like PILArNet-M, spec-data §0), beside a naive
+~4.4k-raw-point events (about 3.4k above the 0.13 MeV cut, like PILArNet-M, docs/design.md §6.1), beside a naive
 per-event h5py loop written the way the reference loader and Pointcept transforms do it, in the same
 process. One row: events/s of both and the ratio.
 """

@@ -1,5 +1,5 @@
 """Inference memory benchmark: peak resident memory and time of ONE event's inference, per model and size,
-and the fit of the `larpanda.io.memory` estimate's constants (issue 10 item 4).
+and the fit of the `larpanda.io.memory` estimate's constants.
 
 Each case runs in a fresh subprocess (``python -m larpanda.bench.memory --case ...``): build the model,
 build the event, then measure the call that users make (``Backbone.embed`` or the task's ``predict``) in

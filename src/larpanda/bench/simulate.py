@@ -6,7 +6,7 @@ Rows:
   same process (``baseline_s``: 1e6-iteration Python loop + 1e6-float numpy sort), so that
   ``events_per_baseline`` compares machines.
 * ``voxelize``: exact chord-length traversal of all step segments of the same events vs the naive
-  alternative of spec-data §5.9 (sub-steps of ≤ 0.3 mm, deposit at the sub-step midpoints); ratio =
+  alternative of docs/model.md §5.4 (sub-steps of ≤ 0.3 mm, deposit at the sub-step midpoints); ratio =
   naive time / exact time.
 """
 

@@ -11,7 +11,9 @@ def add_parser(sub):
         "(torch.load weights_only=True), check its keys strictly, and write DIR/model.safetensors + "
         "DIR/config.json.",
     )
-    p.add_argument("checkpoint", help="official Panda .pth file")
+    p.add_argument("checkpoint", help="official Panda .pth file, or a Panda name: base, semantic, particle, "
+                   "interaction (from the Hugging Face Hub cache, downloaded once)")
+    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of a Panda name (default: main)")
     p.add_argument("--out", required=True, help="output weights directory")
     p.set_defaults(func=run)
     return p
@@ -20,7 +22,7 @@ def add_parser(sub):
 def run(args):
     from ..io import load_model, save_model
 
-    model = load_model(args.checkpoint)
+    model = load_model(args.checkpoint, revision=args.revision)
     out = save_model(model, args.out)
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {out}/model.safetensors and config.json (task {model.config.get('task')}, {n:,} parameters)")

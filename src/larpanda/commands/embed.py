@@ -11,12 +11,14 @@ cut are absent); ``num_points`` (E,) int64 = n_i; attrs ``source`` (input file),
 from __future__ import annotations
 
 from .limits import add_limit_args, limits_from_args
+from .weights import NAMES_HELP, add_revision_arg
 
 
 def add_parser(sub):
     p = sub.add_parser("embed", help="per-point backbone features to HDF5",
                        description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
-    p.add_argument("--weights", required=True, help="weights dir, .safetensors or official Panda .pth")
+    p.add_argument("--weights", required=True, help=f"weights dir, .safetensors or official Panda .pth, {NAMES_HELP}")
+    add_revision_arg(p)
     p.add_argument("--data", required=True, help="PILArNet-M HDF5 file")
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--start", type=int, default=0)
@@ -37,18 +39,17 @@ def run(args):
 def _run(args):
     import inspect
 
-    import h5py
     import numpy as np
     import torch
     from tqdm import tqdm
 
-    from ..atomic import atomic_path
     from ..data import pilarnet
     from ..errors import UserError
     from ..io import load_model
     from ..io.memory import InferenceMemoryError, log
+    from ..tasks.predict import write_event_arrays
 
-    model = load_model(args.weights)
+    model = load_model(args.weights, revision=args.revision)
     if not hasattr(model, "embed"):
         raise UserError(f"{args.weights}: this model has no embed()")
     try:
@@ -74,17 +75,11 @@ def _run(args):
         feats.append(np.asarray(f, np.float32))
         idxs.append(keep.astype(np.int64))
     channels = max((int(a.shape[1]) for a in feats), default=0)
-    with atomic_path(args.out) as tmp:
-        with h5py.File(tmp, "w") as f:
-            d = f.create_dataset("feat", (len(feats),), dtype=h5py.vlen_dtype(np.float32))
-            x = f.create_dataset("index", (len(idxs),), dtype=h5py.vlen_dtype(np.int64))
-            for i, (a, b) in enumerate(zip(feats, idxs)):
-                d[i] = a.reshape(-1)
-                x[i] = b
-            f.create_dataset("num_points", data=np.array([len(b) for b in idxs], np.int64))
-            f.create_dataset("skipped_event_index", data=np.asarray(skipped, np.int64))
-            f.attrs.update(source=str(args.data), weights=str(args.weights), channels=channels,
-                           energy_threshold=args.energy_threshold, first_event=args.start, skipped_events=len(skipped))
+    write_event_arrays(args.out, {"feat": feats, "index": idxs},
+                       dict(source=str(args.data), weights=str(args.weights), channels=channels,
+                            energy_threshold=args.energy_threshold, first_event=args.start, skipped_events=len(skipped)),
+                       {"num_points": np.array([len(b) for b in idxs], np.int64),
+                        "skipped_event_index": np.asarray(skipped, np.int64)})
     note = f" ({len(skipped)} skipped: above the inference limits)" if skipped else ""
     print(f"wrote {args.out}: {len(feats)} events{note}, {channels} channels")
     return 0

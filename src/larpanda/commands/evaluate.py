@@ -1,15 +1,17 @@
-"""`larpanda evaluate`: metrics of trained weights on labelled data, as JSON (spec-data §6)."""
+"""`larpanda evaluate`: metrics of trained weights on labelled data, as JSON (docs/design.md §7)."""
 
 from .limits import add_limit_args, limits_from_args
+from .weights import NAMES_HELP, add_revision_arg, resolve_weights_arg
 
 
 def add_parser(sub):
     p = sub.add_parser(
         "evaluate",
         help="metrics of trained weights on labelled events (JSON)",
-        description="Evaluate semantic (mIoU, macro-F1, ... spec-data §6.1) or panoptic weights on labelled HDF5 data.",
+        description="Evaluate semantic (mIoU, macro-F1, ... docs/design.md §7.1) or panoptic weights on labelled HDF5 data.",
     )
-    p.add_argument("--weights", required=True, help="trained task weights (dir with model.safetensors + config.json, or a run dir)")
+    p.add_argument("--weights", required=True, help=f"trained task weights (dir with model.safetensors + config.json, or a run dir), {NAMES_HELP}")
+    add_revision_arg(p)
     p.add_argument("--data", nargs="+", required=True, help="HDF5 files or directories with labels")
     p.add_argument("--task", choices=("semantic", "panoptic"), default=None, help="task (default: read from the weights' config)")
     p.add_argument("--out", default=None, help="write the metrics JSON here (also printed)")
@@ -26,6 +28,7 @@ def add_parser(sub):
 
 
 def run(args):
+    resolve_weights_arg(args)
     with limits_from_args(args):
         return _run(args)
 
@@ -35,19 +38,18 @@ def _run(args):
 
     task = args.task
     if task is None:
-        from ..tasks.semantic import weights_task
+        from ..io.checkpoints import weights_task
+        from ..tasks.common import find_weights
 
-        task = weights_task(args.weights)
+        task = weights_task(find_weights(args.weights))
     if task == "semantic":
         from ..tasks import semantic
 
         semantic.run_evaluate(args)
         return 0
     if task == "panoptic":
-        try:
-            from ..tasks import panoptic
-        except ImportError as exc:
-            raise UserError(f"panoptic evaluation is not available: {exc}") from None
+        from ..tasks import panoptic
+
         panoptic.run_evaluate(args)
         return 0
     raise UserError(f"{args.weights}: task {task!r} cannot be evaluated (expected semantic or panoptic weights)")

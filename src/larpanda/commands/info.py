@@ -18,7 +18,7 @@ def add_parser(sub):
     p.add_argument("file", help="PILArNet-M .h5 file (v2 or v1)")
     p.add_argument("--energy-threshold", type=float, default=0.13, help="cut E > T MeV for the 'after cut' figures (default 0.13)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("--validate", action="store_true", help="also check every writer invariant (spec-data §1.10)")
+    p.add_argument("--validate", action="store_true", help="also check every writer invariant (docs/design.md §4.4)")
     p.add_argument("--skip-bad-events", action="store_true", help="count and skip malformed events instead of failing")
     p.add_argument("--plot", metavar="OUT.html", default=None, help="also write an HTML statistics report")
     p.set_defaults(func=run)

@@ -1,6 +1,7 @@
-"""`larpanda predict`: per-point predictions aligned with the input events (HDF5, design.md §4)."""
+"""`larpanda predict`: per-point predictions aligned with the input events (HDF5, docs/design.md §4.7)."""
 
 from .limits import add_limit_args, limits_from_args
+from .weights import NAMES_HELP, add_revision_arg, resolve_weights_arg
 
 
 def add_parser(sub):
@@ -13,7 +14,8 @@ def add_parser(sub):
         "--max-memory-gb stops the run (exit 2) before its forward pass, or with --skip-bad-events is "
         "skipped (rows -1, listed in skipped_event_index).",
     )
-    p.add_argument("--weights", required=True, help="trained task weights (dir, .safetensors or Panda .pth)")
+    p.add_argument("--weights", required=True, help=f"trained task weights (dir, .safetensors or Panda .pth), {NAMES_HELP}")
+    add_revision_arg(p)
     p.add_argument("--data", required=True, help="input PILArNet-M HDF5 file")
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--max-events", type=int, default=None, help="predict at most this many events")
@@ -25,8 +27,9 @@ def add_parser(sub):
 
 
 def run(args):
-    from ..tasks.semantic import run_predict
+    from ..tasks.predict import run_predict
 
+    resolve_weights_arg(args)
     with limits_from_args(args):
         run_predict(args)
     return 0

@@ -1,11 +1,11 @@
-"""`larpanda pretrain`: Sonata-style self-distillation of the PTv3 backbone (spec-model §2).
+"""`larpanda pretrain`: Sonata-style self-distillation of the PTv3 backbone (docs/model.md §2).
 
     larpanda pretrain --config configs/pretrain/cpu-small.yaml --data sim/train.h5 --out runs/pt
     torchrun --nproc-per-node 4 -m larpanda pretrain --config panda-base --data DIR --out RUN
 
 Writes ``RUN/{config.yaml,metrics.jsonl,checkpoints/last.pt}`` and, when training completes,
-``RUN/backbone/{model.safetensors,config.json}`` (the EMA teacher by default), loadable by
-``larpanda.load_model``.
+``RUN/backbone/{model.safetensors,config.json}`` (the student backbone by default; config
+``export.which: teacher`` exports the EMA teacher instead), loadable by ``larpanda.load_model``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ def add_parser(sub):
         "simulate",
         help="generate synthetic PILArNet-M v2 events (HDF5 + _points.npy)",
         description=(
-            "Generate MPV/MPR LArTPC events (spec-data §4) and write PILArNet-M v2 files. "
+            "Generate MPV/MPR LArTPC events (docs/model.md §5) and write PILArNet-M v2 files. "
             "OUT ending in .h5 writes one file; otherwise OUT/{train,val,test}/sim_<n>_v2.h5. "
             "Event k of a seed is identical whatever --workers."
         ),

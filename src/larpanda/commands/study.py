@@ -1,5 +1,7 @@
 """`larpanda study semantic`: the label-efficiency grid (label fractions × training modes)."""
 
+from .weights import add_revision_arg, resolve_weights_arg
+
 
 def add_parser(sub):
     p = sub.add_parser(
@@ -16,7 +18,9 @@ def add_parser(sub):
     p.add_argument("--test-data", nargs="+", default=None, help="test files (default: *test* files under --data)")
     p.add_argument("--fractions", default="0.001,0.01,0.1,1", help="comma list of label fractions in (0,1]")
     p.add_argument("--modes", default="linear,decoder,full,scratch,uresnet", help="comma list of linear,decoder,full,scratch,uresnet")
-    p.add_argument("--weights", default=None, help="pretrained backbone (needed by linear/decoder/full)")
+    p.add_argument("--weights", default=None, help="pretrained backbone (needed by linear/decoder/full): a weights "
+                   "dir, .safetensors, Panda .pth or run dir, or the Panda name base (from the Hugging Face Hub cache)")
+    add_revision_arg(p)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--config", default=None, help="semantic config preset or YAML applied to every run")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V", help="config override for every run")
@@ -30,5 +34,6 @@ def add_parser(sub):
 def run(args):
     from ..tasks.study import run_study
 
+    resolve_weights_arg(args)
     run_study(args)
     return 0

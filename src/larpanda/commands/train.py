@@ -10,6 +10,7 @@ PANOPTIC_MODES = ("decoder", "full", "scratch")
 
 def add_parser(sub):
     from ..tasks.common import add_common_train_args
+    from .weights import add_revision_arg
 
     p = sub.add_parser(
         "train",
@@ -20,11 +21,13 @@ def add_parser(sub):
     tsub = p.add_subparsers(dest="task", metavar="TASK")
     s = tsub.add_parser("semantic", help="5-class motif segmentation (shower, track, Michel, delta, LED)")
     add_common_train_args(s)
+    add_revision_arg(s)
     s.add_argument("--model", choices=("ptv3", "uresnet"), default="ptv3",
                    help="ptv3 (Panda backbone) or uresnet (sparse-CNN baseline; implies --mode uresnet)")
     s.set_defaults(func=run, task="semantic")
     q = tsub.add_parser("panoptic", help="particle- or interaction-level panoptic segmentation")
     add_common_train_args(q)
+    add_revision_arg(q)
     q.add_argument("--level", choices=("particle", "interaction"), required=True, help="instance level")
     q.set_defaults(func=run, task="panoptic")
     p.set_defaults(func=_need_task, _parser=p)
@@ -39,7 +42,9 @@ def _need_task(args):
 
 def run(args):
     from ..errors import UserError
+    from .weights import resolve_weights_arg
 
+    resolve_weights_arg(args)
     if args.task == "semantic":
         if getattr(args, "model", "ptv3") == "uresnet":
             if args.mode not in ("uresnet", "scratch"):

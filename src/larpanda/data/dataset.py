@@ -1,4 +1,4 @@
-"""A torch `Dataset` over PILArNet-M files with the reference loader semantics (spec-data §1.9).
+"""A torch `Dataset` over PILArNet-M files with the reference loader semantics (docs/design.md §2.2).
 
 * Files: explicit ``.h5`` paths, directories (``*.h5`` inside, sorted), or, with ``split``, the reference
   glob ``<root>/*{split}/*.h5`` (sorted), for every root given.
@@ -73,7 +73,7 @@ class PILArNetDataset(torch.utils.data.Dataset):
     Args:
         paths: file(s) and/or directories.
         split: "train"/"val"/"test" (reference glob ``*{split}/*.h5``), or None.
-        energy_threshold: strict cut in MeV (0.13, spec-data §1.9); None or 0 keeps every point > 0.
+        energy_threshold: strict cut in MeV (0.13, docs/design.md §6.1); None or 0 keeps every point > 0.
         min_points: minimum RAW point count (from ``_points.npy``) for an event to be indexed.
         max_events: keep at most this many qualifying events (sorted-file order).
         transform: ``f(event, energy_threshold=, augment=, rng=) -> dict`` (default `prepare`).
@@ -138,6 +138,22 @@ class PILArNetDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
+
+    def subset(self, indices) -> "PILArNetDataset":
+        """The same dataset restricted to ``indices`` (positions in this dataset, in the given order).
+
+        Unlike `torch.utils.data.Subset`, the result is a `PILArNetDataset`: its items still take the
+        epoch from the index (``epoch * len + i``), so a labelled subset gets a new augmentation every
+        epoch. The augmentation RNG is keyed by the position in the subset."""
+        import copy
+
+        idx = np.asarray(indices, np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"subset indices outside 0..{len(self) - 1}")
+        sub = copy.copy(self)
+        sub.rows, sub.file_ids = self.rows[idx], self.file_ids[idx]
+        sub._handles, sub._versions, sub._pid = {}, {}, os.getpid()
+        return sub
 
     # ---------------------------------------------------------------- file handles (per process)
     def _file(self, k: int):

@@ -1,6 +1,6 @@
 """`Event`: one PILArNet-M event as numpy arrays, with per-point labels derived from the cluster table.
 
-Label conventions (spec-data §1.4–1.6, design.md §5):
+Label conventions (docs/design.md §4.2):
 
 * ``segment_motif``: 0 shower, 1 track, 2 Michel, 3 delta, 4 LED (low-energy deposit)
 * ``segment_pid``: 0 γ, 1 e, 2 μ, 3 π, 4 p, 5 none (raw −1 → 5)

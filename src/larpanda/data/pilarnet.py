@@ -1,13 +1,13 @@
 """PILArNet-M HDF5 files: read (v2 and v1), write (v2), validate.
 
-Format (spec-data §1.2–1.8): three root datasets of length n_events, each element an HDF5 vlen 1-D array:
+Format (docs/design.md §4.1): three root datasets of length n_events, each element an HDF5 vlen 1-D array:
 
 * ``point``         float32, reshaped (N, 8): x, y, z (voxel index 0..767), energy (MeV), dE, time, n_e, dx
 * ``cluster``       int, reshaped (M, 6) in v2 (size, cluster_id, group_id, interaction_id, semantic, pid)
                     or (M, 5) in v1 (no pid)
 * ``cluster_extra`` float32, reshaped (M, 5) (v2 only): mass (MeV), |p| (GeV/c), vertex x, y, z
 
-plus a sibling ``<stem>_points.npy`` (1-D int64, raw points per event, spec-data §1.7).
+plus a sibling ``<stem>_points.npy`` (1-D int64, raw points per event, docs/design.md §4.3).
 
 Readers never loop over points: each chunk of events is read with one h5py slice per dataset, and the
 cheap sanity checks (lengths, size sums, energy, coordinates, class codes) run on the concatenated chunk.
@@ -26,14 +26,14 @@ from ..errors import DataError
 from .event import GRID_SIZE_VOXELS, Event
 
 READ_CHUNK = 1024  # events per h5py slice in read_events
-_LED_ROW_V2 = np.array([-1, -1, -1, 4, -1])  # cluster row 0 columns 1..5 (spec-data §1.10 item 4)
+_LED_ROW_V2 = np.array([-1, -1, -1, 4, -1])  # cluster row 0 columns 1..5 (the LED row, docs/design.md §4.2)
 
 
 # --------------------------------------------------------------------------------------------- paths
 
 
 def points_path(path) -> Path:
-    """Sibling ``<stem>_points.npy`` of an ``.h5`` file (spec-data §1.7: only the suffix is replaced)."""
+    """Sibling ``<stem>_points.npy`` of an ``.h5`` file (docs/design.md §4.3: only the suffix is replaced)."""
     path = Path(path)
     stem = path.name[:-3] if path.name.endswith(".h5") else path.stem
     return path.with_name(stem + "_points.npy")
@@ -220,7 +220,7 @@ def check_chunk(point, cluster, extra, version: int, path=None, first: int = 0, 
         _first_bad_point(~np.isfinite(e), lambda r, p: f"non-finite energy {p[3]} at point {r}", "point")
         _first_bad_point(e < 0, lambda r, p: f"negative energy {p[3]} at point {r}", "point")
     xyz = P[:3]
-    # NaN fails ==, Inf fails the range (spec-data §1.3: integer voxel indices 0..767)
+    # NaN fails ==, Inf fails the range (docs/design.md §4.1: integer voxel indices 0..767)
     ok = (xyz >= 0) & (xyz <= GRID_SIZE_VOXELS - 1) & (xyz == np.floor(xyz))
     if not ok.all():
         _first_bad_point(
@@ -236,7 +236,7 @@ def check_chunk(point, cluster, extra, version: int, path=None, first: int = 0, 
     _first_bad_row((cl[:, 4] < 0) | (cl[:, 4] > 4), lambda r, c: f"unknown semantic code {c[4]} in row {r} (expected 0..4)")
     if version == 2:
         _first_bad_row((cl[:, 5] < -1) | (cl[:, 5] > 4), lambda r, c: f"unknown pid {c[5]} in row {r} (expected -1..4)")
-    else:  # v1: pad pid with -1 (spec-data §1.8: pimm fills PID with -1, i.e. class 5)
+    else:  # v1: pad pid with -1 (pimm fills PID with -1, i.e. class 5; docs/design.md §4.1)
         cl = np.concatenate([cl, np.full((len(cl), 1), -1, np.int64)], axis=1)
     points = np.split(pts, p_off[1:-1])
     clusters = np.split(cl, c_off[1:-1])
@@ -284,7 +284,7 @@ def read_events(path, start: int = 0, stop: int | None = None, version: int | No
 
 
 def write_events(path, events, attrs: dict | None = None) -> None:
-    """Write events as a PILArNet-M v2 file plus ``<stem>_points.npy`` (spec-data §1.10), atomically.
+    """Write events as a PILArNet-M v2 file plus ``<stem>_points.npy`` (docs/design.md §4.4), atomically.
 
     ``point`` is written as vlen float32, ``cluster`` as vlen int64, ``cluster_extra`` as vlen float32.
     Events without ``cluster_extra`` (read from v1) get −1 sentinels in row 0 and zeros elsewhere.
@@ -356,7 +356,7 @@ def event_from_labels(
     cluster row per (particle, interaction, motif, pid), sorted by those keys; points are reordered to be
     contiguous per row (stable). Cluster ids are 0..M−2; ``group_id`` is the cluster_id of the group's
     first row (so reading back renumbers to the same particle instances when the input ids are
-    0..K−1 in the same order). Column 4 (dE) equals column 3 (spec-data §1.10 item 5).
+    0..K−1 in the same order). Column 4 (dE) equals column 3 (docs/design.md §4.4).
     """
     voxel = np.asarray(voxel).reshape(-1, 3)
     n = len(voxel)
@@ -406,7 +406,7 @@ def event_from_labels(
 
 
 def validate(path, check_points_index: bool = True) -> dict:
-    """Check every writer invariant of spec-data §1.10; raise DataError at the first violation.
+    """Check every writer invariant of docs/design.md §4.4; raise DataError at the first violation.
 
     Checked, per event: table lengths (point % 8, cluster % 6 or 5 for v1, cluster_extra % 5 with as many
     rows as cluster), sizes ≥ 0 summing to the point count, finite energy ≥ 0 (real data are > 0; zero

@@ -1,15 +1,15 @@
-"""Per-event transforms of the reference Panda pipeline (spec-model §1.2, §6; reference-cpu.md).
+"""Per-event transforms of the reference Panda pipeline (docs/design.md §6).
 
 Eval chain (``panda/data.py default_transform``), reproduced bit for bit on the fixture event:
 
-1. energy cut ``E > 0.13`` MeV (strict; spec-data §1.9 item 6), done first;
+1. energy cut ``E > 0.13`` MeV (strict; docs/design.md §6.1), done first;
 2. `normalize_coord`: ``(xyz − 384) / (768·√3/2)`` in float32;
 3. `log_transform`: ``2·(log10(E+0.01) − log10 0.01)/(log10 20.01 − log10 0.01) − 1`` in float32;
 4. `grid_sample` (0.001): ``g = floor(coord/0.001) − min(...)`` per event, rows reordered by ``np.argsort``
    of the Pointcept FNV hash of ``g``; one point per occupied cell.
 
 Augmentations (training) act AFTER GridSample on ``coord`` (and energy), never on ``grid_coord``
-(spec-model §7 item 11). Each takes an explicit ``np.random.Generator`` so runs are reproducible.
+(docs/design.md §6.3). Each takes an explicit ``np.random.Generator`` so runs are reproducible.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import numpy as np
 from .event import Event, renumber_ids
 
 CENTER = 384.0
-SCALE = 768 * math.sqrt(3) / 2  # 665.1075..., spec-model §1.2
+SCALE = 768 * math.sqrt(3) / 2  # 665.1075..., docs/design.md §6.2
 GRID_SIZE = 0.001
 LOG_MIN, LOG_MAX = 0.01, 20.0
-ENERGY_THRESHOLD = 0.13  # MeV, strict cut (spec-data §1.9)
+ENERGY_THRESHOLD = 0.13  # MeV, strict cut (docs/design.md §6.1)
 
 _F32 = np.float32
 _LOG_LO = _F32(np.log10(LOG_MIN))
@@ -41,7 +41,7 @@ def normalize_coord(xyz: np.ndarray) -> np.ndarray:
 
 
 def log_transform(energy: np.ndarray, min_val: float = LOG_MIN, max_val: float = LOG_MAX) -> np.ndarray:
-    """MeV → [−1, 1] (values above ``max_val`` are not clipped), float32 (spec-model §1.2)."""
+    """MeV → [−1, 1] (values above ``max_val`` are not clipped), float32 (docs/design.md §6.2)."""
     e = np.asarray(energy, dtype=_F32)
     lo = _F32(np.log10(min_val))
     hi = _F32(np.log10(max_val + min_val))
@@ -143,7 +143,7 @@ def multiplicative_jitter(x, rng, sigma=0.05, clip=0.05, p=0.8):
     return (x * (1 + noise)).astype(x.dtype)
 
 
-# Reference augmentation sets (spec-model §6). Keys are applied in the order of AUGMENT_ORDER.
+# Reference augmentation sets (docs/design.md §6.3). Keys are applied in the order of AUGMENT_ORDER.
 AUGMENT_DOWNSTREAM = {"rotate": {"axes": ("z", "x", "y"), "p": 0.8}, "flip": {"axes": (0, 1), "p": 0.5}}
 AUGMENT_PRETRAIN = {
     "energy_jitter": {"sigma": 0.05, "clip": 0.05, "p": 0.8},

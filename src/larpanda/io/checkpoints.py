@@ -1,9 +1,10 @@
-"""Weights I/O: safetensors directories and official Panda ``.pth`` files (design.md §4, spec-model §5).
+"""Weights I/O: safetensors directories and official Panda ``.pth`` files (docs/design.md §4.5, docs/design.md §4.6).
 
 A weights directory holds ``model.safetensors`` (the state dict; official key names for backbones) and
 ``config.json``: ``{"task": "backbone" | "semantic" | "panoptic", "backbone": {PTv3 kwargs}, ...task keys}``.
 Official Panda checkpoints are ``{"config": kwargs, "state_dict": ...}``; they are read with
-``torch.load(weights_only=True)`` only, so a pickle payload is refused and never executed.
+``torch.load(weights_only=True)`` and a small allow-list of plain data types (`safe_load`), so a pickle
+payload is refused and never executed. Panda names ("particle", ...) resolve through the Hub (`hub`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from torch import nn
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import UserError
 from ..nn.ptv3 import PointTransformerV3
-from .memory import check_model
 
 TASKS = ("backbone", "semantic", "panoptic")
 
@@ -31,28 +31,16 @@ class Backbone(PointTransformerV3):
         super().__init__(**kwargs)
         self.config = {"task": "backbone", "backbone": _jsonable(dict(self.kwargs))}
 
-    @torch.no_grad()
     def embed(self, event, energy_threshold: float = 0.13) -> np.ndarray:
         """Per-point up-cast features (N_kept, sum(enc_channels)) of one `Event`, fp32, eval mode.
 
         Rows follow the event's voxel order restricted to the points passing the energy cut
         (E > ``energy_threshold`` MeV), i.e. ``event.voxel[event.energy > thr]``. An event above the
         inference memory limit raises `larpanda.io.memory.InferenceMemoryError` before the forward pass."""
-        from ..data.point import collate
-        from ..data.transforms import prepare
+        from .events import embed_event
 
-        d = prepare(event, energy_threshold=energy_threshold)
-        check_model(self, d, source=event.source)  # refuse an event above the memory limit before the forward pass
-        point = collate([{k: d[k] for k in ("coord", "grid_coord", "feat", "offset")}])
-        dev = next(self.parameters()).device
-        was = self.training
-        self.eval()
-        try:
-            feat = self(point.to(dev), upcast=True).feat  # the rest of the output Point is freed here
-        finally:
-            self.train(was)
-        feat = feat.float().cpu().numpy()
-        return feat[np.argsort(d["index"], kind="stable")]
+        keys = ("coord", "grid_coord", "feat", "offset")
+        return embed_event(self, event, energy_threshold, lambda p: self(type(p)({k: p[k] for k in keys}), upcast=True).feat)
 
 
 def _jsonable(obj):
@@ -88,7 +76,7 @@ def build_model(preset_or_config) -> nn.Module:
 
 
 def model_from_config(cfg: dict) -> nn.Module:
-    """Dispatch a weights config on ``cfg["task"]`` (common.md interface 2)."""
+    """Dispatch a weights config on ``cfg["task"]`` (docs/design.md §4.5)."""
     task = cfg.get("task", "backbone")
     if task == "backbone":
         if "backbone" not in cfg:
@@ -126,23 +114,17 @@ def _load_strict(model: nn.Module, state_dict: dict, where) -> nn.Module:
 
 
 def _read_pth(path: Path) -> dict:
-    import pickle
+    """An official Panda checkpoint ``{"config", "state_dict"}``, read by `safe_load.safe_torch_load`."""
+    from .safe_load import safe_torch_load
 
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-        raise UserError(f"{path}: refusing to load: the file contains pickled Python objects beyond tensors "
-                        f"and plain containers, which could run code ({first[:160]})") from None
-    except Exception as exc:  # corrupt or not a torch file
-        raise UserError(f"{path}: cannot read as a torch checkpoint: {exc}".replace("\n", " ")) from None
+    obj = safe_torch_load(path)
     if not isinstance(obj, dict) or "state_dict" not in obj or "config" not in obj:
         raise UserError(f"{path}: not an official Panda checkpoint (expected a dict with 'config' and 'state_dict')")
     return obj
 
 
 def official_to_config(official: dict) -> dict:
-    """Map an official Panda ``config`` to our weights config (spec-model §5 class selection)."""
+    """Map an official Panda ``config`` to our weights config (docs/design.md §4.6)."""
     cfg = dict(official)
     if "backbone" not in cfg or not isinstance(cfg["backbone"], dict):
         return {"task": "backbone", "backbone": _jsonable(cfg)}
@@ -150,13 +132,36 @@ def official_to_config(official: dict) -> dict:
     return {"task": task, "official": True, **_jsonable(cfg)}
 
 
-def load_model(path) -> nn.Module:
-    """Load weights from a directory (``model.safetensors`` + ``config.json``), a ``.safetensors`` file with
-    ``config.json`` beside it, or an official Panda ``.pth``/``.pt``. Keys must match exactly (a
-    ``module.`` prefix is stripped); a clear `UserError` lists missing/unexpected keys."""
+def weights_task(path) -> str:
+    """The ``task`` ("backbone", "semantic", "panoptic") stored in weights: ``config.json`` of a weights
+    directory (or beside a ``.safetensors`` file), or the ``config`` inside an official ``.pth``; never the
+    file name."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"weights not found: {path}")
+    if path.is_dir() or path.suffix == ".safetensors":
+        cj = (path if path.is_dir() else path.parent) / "config.json"
+        try:
+            cfg = json.loads(cj.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"{cj}: cannot read the weights config ({exc}); pass --task") from None
+    else:
+        cfg = official_to_config(_read_pth(path)["config"])
+    if cfg.get("task") not in ("backbone", "semantic", "panoptic"):
+        raise UserError(f"{path}: the weights config has no known 'task' ({cfg.get('task')!r}); pass --task")
+    return cfg["task"]
+
+
+def load_model(path, revision: str | None = None) -> nn.Module:
+    """Load weights from a directory (``model.safetensors`` + ``config.json``), a ``.safetensors`` file with
+    ``config.json`` beside it, or an official Panda ``.pth``/``.pt``. Keys must match exactly (a
+    ``module.`` prefix is stripped); a clear `UserError` lists missing/unexpected keys.
+
+    ``path`` may also be a Panda name ("base", "semantic", "particle", "interaction"): its official
+    checkpoint is taken from the Hugging Face cache or downloaded at ``revision`` (`hub.resolve_weights`)."""
+    from .hub import resolve_weights
+
+    path = resolve_weights(path, revision)
     if path.is_dir() or path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

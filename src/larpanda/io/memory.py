@@ -1,4 +1,4 @@
-"""Inference memory guard (issue 10 item 4): estimate one event's peak inference memory before the
+"""Inference memory guard (docs/design.md §2.3): estimate one event's peak inference memory before the
 forward pass and refuse, with a clear message naming the limit, an event that would not fit.
 
 Every inference entry point calls `check_model` on the prepared input (after the energy cut, before the

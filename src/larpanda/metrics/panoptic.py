@@ -1,11 +1,11 @@
-"""Particle- and interaction-level panoptic metrics, exactly as spec-data §6.2–6.3 (pimm's
-``InstanceSegTester``; spec-model §4.6).
+"""Particle- and interaction-level panoptic metrics, exactly as docs/design.md §7.2 and docs/design.md §7.3
+(pimm's ``InstanceSegTester``).
 
 Per event (one call of `PanopticAccumulator.update`):
 
 * instance sizes |p|, |g| count every point carrying the id (also where the other label is −1);
   intersections count points where both ids are ≥ 0; IoU = inter / (|p| + |g| − inter);
-* candidate pairs are matched greedily one-to-one by descending IoU, keeping IoU ≥ 0.5 (§6.2 step 4);
+* candidate pairs are matched greedily one-to-one by descending IoU, keeping IoU ≥ 0.5;
 * detection TP/FP/FN are summed over events (micro) → precision, recall, F1, mean matched IoU;
 * instance class = mode of the per-point class within the instance over classes 0..K−1 (K = 5 for PID,
   LED excluded); a K×K confusion over matched pairs (rows gt, cols pred) gives purity (precision),
@@ -20,7 +20,7 @@ Per event (one call of `PanopticAccumulator.update`):
 Addition (not in the reference): ``recall_size_{1_9,10_99,100_plus}`` = detection recall of the truth
 instances in each size bin (points), with ``num_gt_size_*`` their counts (no recall key for an empty bin).
 
-Interaction level (§6.3): pass no classes (``pred_class=gt_class=None``); every instance is then class 0
+Interaction level (docs/design.md §7.3): pass no classes (``pred_class=gt_class=None``); every instance is then class 0
 ("thing"), K = 1, and the PID section is omitted.
 
 All returned values are plain Python floats (fractions in 0..1) except ``pid_confusion`` (nested list).
@@ -91,7 +91,7 @@ def instance_classes(ids: np.ndarray, inst: np.ndarray, cls: np.ndarray, num_cla
 
 
 def adjusted_rand_index(gt: np.ndarray, pred: np.ndarray) -> float:
-    """Per-event ARI of spec-data §6.2 step 8: drop points predicted −1; NaN if none remain."""
+    """Per-event ARI of docs/design.md §7.2: drop points predicted −1; NaN if none remain."""
     from sklearn.metrics import adjusted_rand_score
 
     m = pred != -1
@@ -100,8 +100,9 @@ def adjusted_rand_index(gt: np.ndarray, pred: np.ndarray) -> float:
     return float(adjusted_rand_score(gt[m], pred[m]))
 
 
-# truth-instance size bins (points, [lo, hi)) of the recall-by-size figures: a larpanda addition to
-# spec-data §6.2 (SPINE-style efficiency vs size), showing how much of the missed recall is tiny fragments
+# truth-instance size bins (points, [lo, hi)) of the recall-by-size figures: a larpanda addition to the
+# metrics (docs/design.md §7.4; SPINE-style efficiency vs size), showing how much of the missed recall is
+# tiny fragments
 SIZE_BINS = ((1, 10), (10, 100), (100, None))
 
 
@@ -113,7 +114,7 @@ def _prf(tp: float, fp: float, fn: float):
 
 
 class PanopticAccumulator:
-    """Streaming accumulator over events (spec-data §6.2–6.3).
+    """Streaming accumulator over events (docs/design.md §7.2, docs/design.md §7.3).
 
     Args:
         num_classes: K, the number of thing classes that count for instance classes (5 for PID:
@@ -264,7 +265,7 @@ class PanopticAccumulator:
 
 def panoptic_metrics(pred_instance, gt_instance, pred_class=None, gt_class=None, num_classes: int = 5,
                      class_names=None, iou_threshold: float = 0.5) -> dict:
-    """Metrics of spec-data §6.2 for one event (arrays) or several (lists of per-event arrays)."""
+    """Metrics of docs/design.md §7.2 for one event (arrays) or several (lists of per-event arrays)."""
     acc = PanopticAccumulator(num_classes, class_names, iou_threshold)
     if isinstance(pred_instance, (list, tuple)):
         n = len(pred_instance)

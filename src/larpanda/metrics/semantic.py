@@ -1,4 +1,4 @@
-"""Semantic-segmentation metrics, exactly spec-data §6.1 (pimm ``SemSegEvaluator`` definitions).
+"""Semantic-segmentation metrics, exactly docs/design.md §7.1 (pimm ``SemSegEvaluator`` definitions).
 
 Everything is pooled over all points of all evaluation events (events are not averaged). Points whose
 ground truth equals ``ignore_index`` are dropped before counting (the union U_c excludes gt = −1).
@@ -12,7 +12,7 @@ All returned figures are fractions in 0..1.
 * a class absent from both gt and pred gets 0 and still counts in the means; ``exclude`` removes classes
   (e.g. LED = 4) from the means only (pimm ``macro_ignore_class_ids``).
 
-Note: pimm's F1 code runs on all points including gt = −1 (spec-model §3); here ignored points are dropped
+Note: pimm's F1 code runs on all points including gt = −1; here ignored points are dropped
 for every metric, which is identical whenever no point carries −1 (the case after the energy cut).
 """
 
@@ -51,7 +51,7 @@ def confusion_matrix(pred, gt, num_classes: int = 5, ignore_index: int = -1) -> 
 
 
 def metrics_from_confusion(cm: np.ndarray, exclude=(), class_names=None) -> dict:
-    """All spec-data §6.1 figures from a pooled confusion matrix (rows gt, columns pred)."""
+    """All docs/design.md §7.1 figures from a pooled confusion matrix (rows gt, columns pred)."""
     cm = np.asarray(cm, dtype=np.float64)
     k = cm.shape[0]
     names = list(class_names) if class_names is not None else (

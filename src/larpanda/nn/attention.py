@@ -1,4 +1,4 @@
-"""Serialized patch attention with per-event patches (flash-attn semantics, spec-model §1.7).
+"""Serialized patch attention with per-event patches (flash-attn semantics, docs/model.md §1.6).
 
 For an event of n points (in serialized order) and patch size K:
 
@@ -9,7 +9,7 @@ For an event of n points (in serialized order) and patch size K:
   dropped: each position keeps the output of the first patch containing it, ``unpad``).
 
 This is batch-invariant (the official non-flash path shrinks K to the smallest event of the batch;
-reference-cpu.md trap 1). All patches of length K run in one ``scaled_dot_product_attention`` call;
+docs/model.md §1.10). All patches of length K run in one ``scaled_dot_product_attention`` call;
 events with n < K form one more call, padded to the longest of them with a key mask.
 """
 

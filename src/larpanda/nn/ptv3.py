@@ -1,12 +1,12 @@
-"""Point Transformer V3, Sonata/Panda variant "PT-v3m2", in pure PyTorch (spec-model §1).
+"""Point Transformer V3, Sonata/Panda variant "PT-v3m2", in pure PyTorch (docs/model.md §1).
 
-State-dict keys equal the official ones (spec-model §1.12), so official Panda weights load unchanged.
-Differences from the official code, on purpose:
+State-dict keys equal the official ones (docs/model.md §1.9), so official Panda weights load unchanged.
+Differences from the official code, on purpose (docs/model.md §1.10):
 
 * attention patches are per event (flash semantics; batch-invariant), see `attention.py`;
 * serialization depth is per event (batch-invariant), see `serialization.py`;
 * order shuffling (model flag ``shuffle_orders``) happens only in ``train()`` mode, at every stage
-  including pooled ones (the reference also shuffles at pooled stages in eval; reference-cpu.md).
+  including pooled ones (the reference also shuffles at pooled stages in eval).
 
 ``forward(point, upcast=True)``: input `Point` with ``coord`` (N,3), ``grid_coord`` (N,3) int,
 ``feat`` (N,in_channels), ``offset`` (B,), optional ``mask`` (N,) bool (SSL). Rows of every returned
@@ -73,7 +73,7 @@ class MLP(nn.Module):
 
 
 class CPE(nn.Module):
-    """cpe.0 SubMConv3d(C,C,3), cpe.1 Linear(C,C), cpe.2 LayerNorm(C); computed in fp32 (spec-model §1.6)."""
+    """cpe.0 SubMConv3d(C,C,3), cpe.1 Linear(C,C), cpe.2 LayerNorm(C); computed in fp32 (docs/model.md §1.5)."""
 
     def __init__(self, c: int, indice_key: str):
         super().__init__()
@@ -141,7 +141,7 @@ class Stem(nn.Module):
 
 
 class Embedding(nn.Module):
-    """``embedding.stem.{linear,norm}`` + optional ``embedding.mask_token`` (1, C) (spec-model §1.5)."""
+    """``embedding.stem.{linear,norm}`` + optional ``embedding.mask_token`` (1, C) (docs/model.md §1.3)."""
 
     def __init__(self, in_channels, channels, mask_token=False):
         super().__init__()
@@ -171,7 +171,7 @@ def serialize_point(point: Point, order, shuffle: bool) -> Point:
 class GridPooling(nn.Module):
     """``down.proj`` Linear, segment max over cells of grid_coord // stride, ``down.norm.0`` LN, GELU.
 
-    Coarse rows are unique (batch, x, y, z) sorted lexicographically (spec-model §1.8)."""
+    Coarse rows are unique (batch, x, y, z) sorted lexicographically (docs/model.md §1.7)."""
 
     def __init__(self, cin, cout, stride=2):
         super().__init__()
@@ -210,7 +210,7 @@ class GridPooling(nn.Module):
 
 class GridUnpooling(nn.Module):
     """``up.proj`` (Linear, LN, GELU) on the coarse Point, ``up.proj_skip`` on the parent; parent feat =
-    proj_skip(parent) + proj(child)[inverse] (spec-model §1.8)."""
+    proj_skip(parent) + proj(child)[inverse] (docs/model.md §1.8)."""
 
     def __init__(self, cin, cskip, cout):
         super().__init__()
@@ -227,7 +227,7 @@ class GridUnpooling(nn.Module):
 def _upcast(point: Point, levels: int | None = None) -> Point:
     """Concatenate coarse features onto finer points, ``levels`` steps up the pooling chain (None: all
     the way to stage 0). From the stage-4 Point: levels=2 gives [f2|f3|f4] at stage-2 resolution (Sonata
-    ``up_cast_level=2``), None gives [f0|f1|f2|f3|f4] at input resolution (spec-model §1.8). The chain
+    ``up_cast_level=2``), None gives [f0|f1|f2|f3|f4] at input resolution (docs/model.md §1.7). The chain
     is consumed (``pooling_parent``/``pooling_inverse`` are popped), like the reference.
 
     The columns are written into one preallocated (N_target, sum C) tensor through the composed pooling
@@ -275,7 +275,7 @@ class Stage(nn.Module):
 
 
 class PointTransformerV3(nn.Module):
-    """PT-v3m2 with the official constructor kwargs (see `OFFICIAL_DEFAULTS`; spec-model §1.1)."""
+    """PT-v3m2 with the official constructor kwargs (see `OFFICIAL_DEFAULTS`; docs/model.md §1.1, docs/design.md §5.2)."""
 
     def __init__(self, **kwargs):
         super().__init__()
@@ -345,7 +345,7 @@ class PointTransformerV3(nn.Module):
         if "batch" not in point:
             point.batch = offset2batch(point.offset)
         if "grid_coord" not in point:
-            # Pretraining inputs: grid from coord and grid_size (spec-model §1.2), per-batch minimum.
+            # Pretraining inputs: grid from coord and grid_size (docs/model.md §1.2), per-batch minimum.
             gs = point.get("grid_size", 0.001)
             point.grid_coord = torch.div(point.coord - point.coord.min(0).values, gs, rounding_mode="trunc").long()
         for k in ("kmap", "attn_plan"):
@@ -392,7 +392,7 @@ def _drop_stage_caches(point: Point) -> None:
 
 
 def _init_weights(m):
-    """spec-model §1.10: trunc_normal(0.02) for Linear and SubMConv3d weights, zero biases; LN 1/0."""
+    """docs/model.md §1.9: trunc_normal(0.02) for Linear and SubMConv3d weights, zero biases; LN 1/0."""
     if isinstance(m, (nn.Linear, SubMConv3d)):
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:

@@ -1,4 +1,4 @@
-"""Space-filling-curve serialization of voxel grids (spec-model §1.4).
+"""Space-filling-curve serialization of voxel grids (docs/model.md §1.4).
 
 Orders: ``"z"`` (Morton), ``"z-trans"`` (Morton of columns [1,0,2]), ``"hilbert"`` (Skilling's
 transpose routine exactly as Pointcept/pimm ``hilbert.py::encode``), ``"hilbert-trans"``.
@@ -12,7 +12,7 @@ All routines are vectorized integer ops over N points (int64), no lookup tables:
   (the Morton layout) and converted from Gray code to binary by a prefix XOR (MSB first). Working on
   int64 words with Q = 1 << (depth-1-b) and P = Q-1 is the same computation.
 
-Batching (differs from the official code on purpose, see reference-cpu.md trap 3): the depth
+Batching (differs from the official code on purpose, see docs/model.md §1.10): the depth
 ``bit_length(max grid_coord + 1)`` is computed PER EVENT, so an event's code is independent of the
 batch; batch ids go above bit ``3 * max_depth`` so that sorting keeps events contiguous. For a single
 event this equals the official code bit for bit.
@@ -117,7 +117,7 @@ def encode(grid: torch.Tensor, depth: int, order: str) -> torch.Tensor:
 
 
 def event_depths(grid: torch.Tensor, offset: torch.Tensor) -> list[int]:
-    """Per-event depth = bit_length(max grid coordinate of the event + 1) (spec-model §1.4)."""
+    """Per-event depth = bit_length(max grid coordinate of the event + 1) (docs/model.md §1.4)."""
     depths, start = [], 0
     for end in offset.tolist():
         m = int(grid[start:end].max()) if end > start else 0

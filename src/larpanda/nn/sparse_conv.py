@@ -1,6 +1,6 @@
 """Submanifold sparse convolution (kernel 3) in pure PyTorch, spconv ``SubMConv3d`` compatible.
 
-Semantics (spec-model §1.6, spconv 2.x): for every active site p of a stage,
+Semantics (docs/model.md §1.5, spconv 2.x): for every active site p of a stage,
 ``out[p] = bias + sum_{(a,b,c) in {0,1,2}^3} W[:, a, b, c, :] @ in[p + (a-1, b-1, c-1)]``, summed over
 active neighbours of the same event only (cross-correlation). Weight layout KRSC:
 (C_out, 3, 3, 3, C_in), so ``W.permute(0, 4, 1, 2, 3)`` is the weight of a dense ``nn.Conv3d``.
@@ -25,7 +25,7 @@ site) so pairs wins when the map is sparse, im2col when it is dense (see `bench/
 
 Backend: ``LARPANDA_SPARSE_BACKEND=torch|spconv|auto`` (default torch). spconv is used only on CUDA
 tensors (its CPU build refuses a biased SubMConv3d, returns wrong values under the default OpenMP wait
-policy and cannot backpropagate; reference-cpu.md), so CPU always runs the pure-torch path.
+policy and cannot backpropagate; docs/model.md §1.10), so CPU always runs the pure-torch path.
 """
 
 from __future__ import annotations

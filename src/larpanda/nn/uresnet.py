@@ -1,8 +1,8 @@
-"""Sparse UResNet (the SPINE / DUNE-SBN supervised baseline, issue 11) in pure PyTorch.
+"""Sparse UResNet (the SPINE / DUNE-SBN supervised baseline, docs/model.md §3.5) in pure PyTorch.
 
 Sparse tensors are (features (N, C), voxel keys (N, 4) int64 = [batch, x, y, z]). Convolutions use
 gather-matmul-scatter over kernel maps (pairs of input row → output row per kernel offset), the same
-scheme as the backbone's submanifold CPE (spec-model §7 item 1): no spconv, no MinkowskiEngine.
+scheme as the backbone's submanifold CPE (docs/model.md §1.5): no spconv, no MinkowskiEngine.
 
 * ``SubMConv3d`` kernel 3: output sites = input sites; out[i] = Σ_d W[d]·in[j] where key(j) = key(i) + d
   (cross-correlation, offsets d ∈ {−1,0,1}³ in ``itertools.product`` order).
@@ -13,7 +13,7 @@ scheme as the backbone's submanifold CPE (spec-model §7 item 1): no spconv, no 
 
 Weights are stored as (K, C_in, C_out), K = 27 or 8, kernel index k = kx·9+ky·3+kz (k3) or kx·4+ky·2+kz (k2).
 
-Architecture (issue 11 / SPINE ``UResNet``): input SubMConv k3 → ``depth`` levels with ``filters·(l+1)``
+Architecture (SPINE ``UResNet``): input SubMConv k3 → ``depth`` levels with ``filters·(l+1)``
 channels, ``reps`` residual blocks each (conv3→BN→LeakyReLU(0.33)→conv3→BN, identity or 1×1 skip, + add,
 LeakyReLU), BN→LeakyReLU→stride-2 conv down; decoder BN→LeakyReLU→transposed conv up, concatenation with
 the encoder skip, ``reps`` residual blocks; BN→LeakyReLU→Linear → ``num_classes``.

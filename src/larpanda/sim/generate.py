@@ -1,5 +1,5 @@
-"""Event generation: MPV/MPR primaries (spec-data §4.2–4.4), transport, voxelisation and Supera-like
-labelling (spec-data §1.6, §4.5), LED background (§5.8). One event = ``generate_event(seed, index)``;
+"""Event generation: MPV/MPR primaries (docs/model.md §5.1), transport, voxelisation and Supera-like
+labelling (docs/model.md §5.5), LED background (docs/model.md §5.6). One event = ``generate_event(seed, index)``;
 its random stream is ``np.random.default_rng([seed, index])`` so event k is the same whatever the
 number of workers.
 
@@ -19,7 +19,7 @@ from .labels import Registry, assemble
 from .particles import heavy_track
 from .showers import Cascade
 
-# --- primaries (spec-data §4.4; multiplicities tuned to the §3 statistics, see docs/benchmarks.md) ---
+# --- primaries (docs/model.md §5.1; multiplicities tuned to the PILArNet-M statistics, see docs/benchmarks.md) ---
 # (names, min, max, weight, KE range GeV)
 MPV_GROUPS = [
     (("e-", "e+", "mu-", "mu+"), 0, 1, 3.0, (0.0, 3.0)),
@@ -30,19 +30,19 @@ MPV_GROUPS = [
 ]
 MPV_MULTI = (2, 7)
 MPV_MARGIN = 30.0  # cm
-MPR_GROUPS = [  # spec-data §4.4 table; tuned: fewer through-going muons, rain muons 0–0.5 GeV
-    (("mu+", "mu-"), 0, 2, 2.0, (0.0, 20.0)),  # spec: max 5, weight 5
-    (("mu+", "mu-"), 0, 5, 6.0, (0.0, 0.5)),  # spec: weight 5, KE 0–2 GeV
+MPR_GROUPS = [  # the reference recipe (SBN gen_mpvmpr.fcl), tuned: fewer through-going muons, rain muons 0–0.5 GeV
+    (("mu+", "mu-"), 0, 2, 2.0, (0.0, 20.0)),  # reference: max 5, weight 5
+    (("mu+", "mu-"), 0, 5, 6.0, (0.0, 0.5)),  # reference: weight 5, KE 0–2 GeV
     (("e+", "e-"), 0, 2, 1.0, (0.0, 1.0)),
     (("gamma",), 0, 3, 2.0, (0.0, 1.0)),
     (("p",), 0, 5, 1.0, (0.0, 1.0)),
 ]
-# spec: two blocks of 2–4 and 3–5 particles; fewer here so that points per event match spec-data §3.1
+# reference: two blocks of 2–4 and 3–5 particles; fewer here so that points per event match PILArNet-M (docs/model.md §5.7)
 MPR_BLOCKS = ((1, 2), (0, 1))
 MPR_MARGIN = -20.0  # negative: start box enlarged by 20 cm
 KE_MIN_MEV = 5.0
-LED_FRACTION = (0.16, 0.28)  # target raw LED fraction per event (spec-data §3.1: 21.9 %)
-E_FLOOR = 0.01  # MeV, voxels below are dropped (spec-data §5.9)
+LED_FRACTION = (0.16, 0.28)  # target raw LED fraction per event (PILArNet-M: 21.9 %, docs/model.md §5.6)
+E_FLOOR = 0.01  # MeV, voxels below are dropped (docs/model.md §5.4)
 MIN_RAW_POINTS = 1024  # events below are regenerated from the same stream (v2 test split is ~pre-filtered)
 
 _KIND = {"e-": ("e", -1), "e+": ("e", 1), "mu-": ("mu", -1), "mu+": ("mu", 1), "pi+": ("pi", 1),
@@ -50,7 +50,7 @@ _KIND = {"e-": ("e", -1), "e+": ("e", 1), "mu-": ("mu", -1), "mu+": ("mu", 1), "
 
 
 def _sample_multi(rnd, groups, n):
-    """Particle names: each group's minimum first, then weighted draws with max caps (spec-data §4.2)."""
+    """Particle names: each group's minimum first, then weighted draws with max caps (docs/model.md §5.1)."""
     counts = [g[1] for g in groups]
     out = [(name, g) for g in groups for name in [rnd.choice(g[0]) for _ in range(g[1])]]
     for _ in range(max(0, n - sum(counts))):
@@ -103,7 +103,7 @@ def _boost_pi0(rnd, T, d):
 
 
 def _nuclear_gammas(rnd, cascade, pos, t, e_lo=2.0, e_hi=8.0):
-    """De-excitation / capture γs (spec-data §5.8 b): LE blips around pos."""
+    """De-excitation / capture γs (docs/model.md §5.3): LE blips around pos."""
     n = rnd.randint(1, 3)
     etot = rnd.uniform(e_lo, e_hi)
     for _ in range(n):
@@ -153,7 +153,7 @@ def simulate_event(rng, rnd):
                     queue.append(("e", q, max(Ee - ph.ME, 0.06), end, ph.isotropic(rnd),
                                   t_end + rnd.expovariate(1 / ph.TAU_MU_NS), inter, "michel", f))
             elif kind == "pi":
-                if q > 0:  # π+ → μ+ ν at rest, T_μ = 4.12 MeV (spec-data §5.7)
+                if q > 0:  # π+ → μ+ ν at rest, T_μ = 4.12 MeV (docs/model.md §5.2)
                     queue.append(("mu", 1, 4.12, end, ph.isotropic(rnd), t_end + rnd.expovariate(1 / 26.0), inter, "track", f))
                 else:  # π− capture star
                     for _ in range(rnd.randint(0, 2)):
@@ -162,7 +162,7 @@ def simulate_event(rng, rnd):
         elif tr["interacted"]:
             Tn = tr["end_T"]
             r = rnd.random()
-            if r < 0.45:  # elastic-like kink: same particle, new instance (spec-data §5.7)
+            if r < 0.45:  # elastic-like kink: same particle, new instance (docs/model.md §5.2)
                 cos_t = rnd.uniform(math.cos(math.radians(60)), math.cos(math.radians(8)))
                 dn = ph.rotate(tr["end_dir"], cos_t, 2 * math.pi * rnd.random())
                 queue.append((kind, q, Tn * rnd.uniform(0.5, 0.95), end, dn, t_end, inter, "track", f))

@@ -1,4 +1,4 @@
-"""Fragment bookkeeping and Supera-like labelling of the voxelised deposits (spec-data §1.4–1.6, §4.5).
+"""Fragment bookkeeping and Supera-like labelling of the voxelised deposits (docs/model.md §5.5).
 
 Fragment roles and their motif (semantic) rule:
   track        primary/secondary μ, π, p (and hadronic kinks)          → track (1)
@@ -22,7 +22,7 @@ from . import physics as ph
 from .voxelize import GRID, deposit_segments, inside, key_to_ijk, voxel_key
 
 MOTIF = {"shower": 0, "track": 1, "michel": 2, "delta": 3, "le": 4}
-PRIORITY = np.array([1, 0, 2, 3, 4])  # rank by motif id: track first (spec-data §1.6)
+PRIORITY = np.array([1, 0, 2, 3, 4])  # rank by motif id: track first (docs/model.md §5.5)
 COMPTON_SIZE = 10  # voxels (Supera ComptonSize)
 DELTA_SIZE = 3  # voxels (Supera DeltaSize)
 NUCLEAR_SIZE = 10
@@ -57,7 +57,7 @@ class Registry:
         return self._add(role, ph.PID[kind], mass, math.sqrt(T * (T + 2 * mass)) / 1000.0, pos, inter, None, parent)
 
     def shower_fragment(self, parent, T, pos, d):
-        """A cascade electron: joins the group of its parent (spec-data §1.6 SetGroupID)."""
+        """A cascade electron: joins the group of its parent (Supera SetGroupID, docs/model.md §5.5)."""
         if parent == 0:
             return 0
         g = self.group[parent]
@@ -95,7 +95,7 @@ def _final_labels(reg, nvox):
 
 
 def _led_blips(rng, n, anchor_ijk, taken):
-    """``n`` background LE voxels near existing activity (spec-data §5.8 c): returns (ijk, E)."""
+    """``n`` background LE voxels near existing activity (docs/model.md §5.6): returns (ijk, E)."""
     if n <= 0 or len(anchor_ijk) == 0:
         return np.zeros((0, 3), np.int64), np.zeros(0)
     m = int(n * 1.3) + 8
@@ -112,9 +112,10 @@ def _led_blips(rng, n, anchor_ijk, taken):
     ijk, key = ijk[first], key[first]
     ijk = ijk[~np.isin(key, taken)][:n]
     k = len(ijk)
-    # log-uniform from 0.01 MeV, 95 % below 0.13 MeV, tail with post-cut median ≈ 0.29 MeV (spec-data
-    # §5.8). Physics LE (small Compton fragments, sub-voxel electrons) already puts many LED voxels above
-    # the cut, so the background is kept mostly sub-threshold to approach the 85–90 % of §5.8.
+    # log-uniform from 0.01 MeV, 95 % below 0.13 MeV, tail with post-cut median ≈ 0.29 MeV (docs/model.md §5.6).
+    # Physics LE (small Compton fragments, sub-voxel electrons) already puts many LED voxels above the cut,
+    # so the background is kept mostly sub-threshold to approach PILArNet-M's 85–90 % of raw LED voxels
+    # below the cut.
     low = rng.random(k) < BLIP_BELOW_CUT
     e = np.where(low, 10 ** rng.uniform(-2.0, np.log10(0.13), k), 0.13 * np.exp(rng.exponential(1.16, k)))
     return ijk, np.minimum(e, 5.0)
@@ -199,7 +200,7 @@ def assemble(rng, reg, cascade, heavy, led_fraction, e_floor=0.01):
     src_fv = c_fv // 2
     is_pt = (c_fv % 2) == 1
     f_fv = np.where(is_pt, 0, src_fv)
-    # fragment sizes count voxels above Supera's 0.05 MeV deposit threshold (spec-data §1.6, §5.9)
+    # fragment sizes count voxels above Supera's 0.05 MeV deposit threshold (docs/model.md §5.5)
     nvox = np.bincount(f_fv[E_fv >= 0.05], minlength=len(reg))
     target, motif = _final_labels(reg, nvox)
     f_fv = target[f_fv]
@@ -258,7 +259,7 @@ def build_event(reg, motif, ukey, vE, vdx, vne, vt, vf):
     cid = rows.copy()
     grp = np.array([reg.group[r] for r in rows])
     # the group id must be the cluster id of an existing row: if the group root left no row
-    # (e.g. a photon), its largest fragment takes the root's id (spec-data §1.4 viewer rows)
+    # (e.g. a photon), its largest fragment takes the root's id (as in real PILArNet-M rows)
     present = set(rows.tolist())
     for g in np.unique(grp[1:]):
         if g not in present:

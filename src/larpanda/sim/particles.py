@@ -1,4 +1,4 @@
-"""Transport of charged particles as arrays of straight steps (spec-data §4.5 step 2, §5.1–5.4, §5.7).
+"""Transport of charged particles as arrays of straight steps (docs/model.md §5.2).
 
 * ``build_paths``: positions of many tracks at once from step lengths and Highland angles
   (multiple scattering as a random walk of the direction vector, fully vectorised).
@@ -15,9 +15,9 @@ import numpy as np
 
 from . import physics as ph
 
-STEP_CM = 0.1  # 1 mm steps (spec-data §4.5), 0.2 mm in the last cm of range
+STEP_CM = 0.1  # 1 mm steps, 0.2 mm in the last cm of range
 FINE_STEP_CM = 0.02
-DELTA_TCUT = 3.0  # MeV: knock-on electrons above this are explicit (spec-data §5.4: ≈ the 3-voxel DeltaSize); softer ones stay in the continuous loss
+DELTA_TCUT = 3.0  # MeV: knock-on electrons above this are explicit (≈ the 3-voxel DeltaSize); softer ones stay in the continuous loss
 BOX_MARGIN = 2.0  # cm beyond the grid where transport stops
 
 
@@ -88,7 +88,7 @@ def _step_edges(L, stopping):
     return edges
 
 
-HADRONIC_LAMBDA = {"pi": 70.0, "p": 80.0}  # cm, spec-data §5.7
+HADRONIC_LAMBDA = {"pi": 70.0, "p": 80.0}  # cm, docs/model.md §5.2
 HADRONIC_TMIN = {"pi": 30.0, "p": 50.0}  # MeV, below this no in-flight interaction
 
 
@@ -125,10 +125,10 @@ def heavy_track(rng, kind, T0, pos, d, t0):
     beta = ph.beta_of(T_mid, mass)
     p = ph.momentum(T_mid, mass)
     theta0 = ph.highland_theta0(p, beta, ds)
-    # Landau-like fluctuations around the mean loss (spec-data §5.2)
+    # Landau-like fluctuations around the mean loss
     xi = ph.landau_xi(beta, ds)
     dE = np.maximum(dE + xi * ph.moyal_fluctuation(rng, len(dE)), 0.2 * dE)
-    # delta rays (spec-data §5.4): explicit above DELTA_TCUT; the continuous loss is the restricted
+    # delta rays: explicit above DELTA_TCUT; the continuous loss is the restricted
     # one, Bethe minus the mean energy carried by those deltas, K/2 Z/A ρ/β² [ln(hi/Tc) − β²(1 − Tc/hi)]
     tmax = ph.tmax_delta(T_mid, mass)
     hi = np.minimum(tmax, T_mid)

@@ -1,7 +1,8 @@
 """Liquid-argon physics for the event simulator: constants, stopping power, ranges, scattering,
 recombination and the small samplers (Michel spectrum, Klein–Nishina, bremsstrahlung).
 
-All lengths in cm, energies in MeV, momenta in MeV/c unless stated; numbers from spec-data §5.
+All lengths in cm, energies in MeV, momenta in MeV/c unless stated; values: docs/model.md §5.2;
+sources: docs/model.md §6.3.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 
 import numpy as np
 
-# --- spec-data §5.0 -----------------------------------------------------------------------------
+# --- liquid argon --------------------------------------------------------------------------------
 RHO = 1.396  # g/cm³ (PDG)
 Z_OVER_A = 0.45059
 I_EXC = 188.0e-6  # MeV, mean excitation energy
@@ -23,10 +24,10 @@ MPI0 = 134.9768
 X0 = 14.0  # cm, radiation length
 W_ION = 23.6e-6  # MeV per electron-ion pair
 E_FIELD = 0.5  # kV/cm
-BOX_ALPHA, BOX_BETA, BOX_RHO = 0.93, 0.212, 1.383  # modified Box (ArgoNeuT), spec-data §5.10
-ELECTRON_DEDX = 2.1  # MeV/cm, collision loss of e± (≈ MIP), spec-data §5.5
+BOX_ALPHA, BOX_BETA, BOX_RHO = 0.93, 0.212, 1.383  # modified Box (ArgoNeuT), docs/model.md §5.4
+ELECTRON_DEDX = 2.1  # MeV/cm, collision loss of e± (≈ MIP), docs/model.md §5.3
 C_CM_PER_NS = 29.9792458
-# Sternheimer density-effect parameters for LAr (spec-data §5.0, [P12])
+# Sternheimer density-effect parameters for LAr (PUMAS liquid-argon table)
 _ST_A, _ST_K, _ST_X0, _ST_X1, _ST_C = 0.1956, 3.0, 0.2, 3.0, 5.2146
 
 MASS = {"gamma": 0.0, "e": ME, "mu": MMU, "pi": MPI, "p": MP}
@@ -38,7 +39,7 @@ BOX_CM = VOXEL_CM * GRID  # 230.4 cm
 
 
 def density_effect(betagamma):
-    """Sternheimer δ(βγ) for LAr (spec-data §5.1)."""
+    """Sternheimer δ(βγ) for LAr."""
     x = np.log10(np.maximum(betagamma, 1e-12))
     d = 2 * math.log(10) * x - _ST_C
     mid = (x >= _ST_X0) & (x < _ST_X1)
@@ -62,7 +63,7 @@ class RangeTable:
     """CSDA range R(T) and its inverse T(R) for a heavy charged particle, by integrating Bethe.
 
     Below ``t_low`` (where Bethe is unreliable) the range follows the power law R ∝ T^1.72, the
-    integral of the Bragg-curve law dE/dx ∝ R^−0.42 (spec-data §5.1).
+    integral of the Bragg-curve law dE/dx ∝ R^−0.42.
     """
 
     def __init__(self, mass: float):
@@ -112,7 +113,7 @@ def beta_of(T, mass):
 
 
 def highland_theta0(p, beta, x):
-    """Plane-projected RMS scattering angle (rad) after x cm (PDG Highland, spec-data §5.3)."""
+    """Plane-projected RMS scattering angle (rad) after x cm (PDG Highland)."""
     x = np.maximum(x, 1e-6)
     t = x / X0
     corr = np.maximum(1.0 + 0.038 * np.log(t / np.maximum(beta, 1e-3) ** 2), 0.3)
@@ -120,13 +121,13 @@ def highland_theta0(p, beta, x):
 
 
 def recombination(dedx):
-    """Modified Box recombination survival fraction R(dE/dx [MeV/cm]) (spec-data §5.10)."""
+    """Modified Box recombination survival fraction R(dE/dx [MeV/cm]) (docs/model.md §5.4)."""
     xi = BOX_BETA * np.maximum(dedx, 1e-3) / (BOX_RHO * E_FIELD)
     return np.log(BOX_ALPHA + xi) / xi
 
 
 def landau_xi(beta, dx):
-    """Landau width ξ (MeV) over dx cm (spec-data §5.2): (K/2)(Z/A)ρ dx/β²."""
+    """Landau width ξ (MeV) over dx cm: (K/2)(Z/A)ρ dx/β²."""
     return 0.5 * K_BETHE * Z_OVER_A * RHO * dx / np.maximum(beta, 1e-3) ** 2
 
 
@@ -140,7 +141,7 @@ def moyal_fluctuation(rng, n, cap=6.0):
     return x - 1.19  # mean of the capped distribution (1.19 at cap 6; 1.27 uncapped)
 
 
-# --- delta rays (spec-data §5.4) ------------------------------------------------------------------
+# --- delta rays -----------------------------------------------------------------------------------
 DELTA_K = 0.5 * K_BETHE * Z_OVER_A * RHO  # 0.0966 MeV/cm
 
 
@@ -160,7 +161,7 @@ def sample_inv_square(u, t_lo, t_hi):
     return 1.0 / (1.0 / t_lo - u * (1.0 / t_lo - 1.0 / t_hi))
 
 
-# --- Michel spectrum (spec-data §5.6) --------------------------------------------------------------
+# --- Michel spectrum ------------------------------------------------------------------------------
 MICHEL_EMAX = 52.8
 _MX = np.linspace(0.0, 1.0, 2001)
 _MCDF = 2 * _MX**3 - _MX**4  # CDF of x²(3−2x), normalised
@@ -171,12 +172,12 @@ def michel_energy(u):
     return MICHEL_EMAX * np.interp(u, _MCDF, _MX)
 
 
-MU_MINUS_CAPTURE = 0.75  # fraction of stopped μ− captured (no Michel), spec-data §5.6
+MU_MINUS_CAPTURE = 0.75  # fraction of stopped μ− captured (no Michel), docs/model.md §5.2
 TAU_MU_NS = 2197.0
 TAU_MU_AR_NS = 540.0
 
 
-# --- photons (spec-data §5.5) ---------------------------------------------------------------------
+# --- photons -------------------------------------------------------------------------------------
 _COMPTON_E = np.log([0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 1e4])
 _COMPTON_L = np.log([4.3, 5.4, 9.1, 12.5, 18.0, 32.0, 52.0, 52.0 * 1e3 / 10 / 8])  # cm
 

@@ -1,4 +1,4 @@
-"""Electromagnetic mini-cascade for e± and γ (spec-data §5.5, §5.6).
+"""Electromagnetic mini-cascade for e± and γ (docs/model.md §5.3).
 
 Electrons lose 2.1 MeV/cm by ionisation and emit bremsstrahlung photons (k > K_MIN) at the rate
 (4/3)·ln(E/K_MIN)/X0 per cm with the complete-screening spectrum; photons fly Exp(λ) between
@@ -96,7 +96,7 @@ class Cascade:
 
     def _electron(self, Te, pos, d, t, parent):
         if Te < POINT_E:
-            self._point(Te, pos, t, 0, parent)  # sub-voxel electron: LE (spec-data §1.6)
+            self._point(Te, pos, t, 0, parent)  # sub-voxel electron: LE (docs/model.md §5.5)
             return
         frag = self.new_fragment(parent, Te, pos, d) if parent != 0 else 0
         self.electrons.append((Te, pos, d, t, frag))

@@ -1,9 +1,9 @@
-"""Event statistics compared with PILArNet-M (spec-data §3) and the simulator acceptance bands (issue 4).
+"""Event statistics compared with PILArNet-M and the simulator acceptance bands (docs/model.md §5.7).
 
 ``summarize(events)`` works on any list of ``Event`` (simulated or read from a file). Path lengths for
 the track rule of thumb come from column 7 (dx, mm: summed step length per voxel), which the simulator
 fills exactly; on files without it the voxels/cm figure is NaN. The track rules of thumb are measured
-on muon tracks (the spec-data §3.3 example is a muon; protons near their Bragg peak are denser).
+on muon tracks (the PILArNet-M reference figure is a muon; protons near their Bragg peak are denser).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import numpy as np
 
 from ..data.event import GRID_SIZE_VOXELS, SEMANTIC_CLASSES
 
-ENERGY_CUT = 0.13  # MeV, strict (spec-data §1.9)
+ENERGY_CUT = 0.13  # MeV, strict (docs/design.md §6.1)
 
-# (key, low, high) acceptance bands of issue 4 / spec-data §3
+# (key, low, high) acceptance bands of the simulator (docs/model.md §5.7)
 TARGETS = {
     "median_points_after_cut": (2000, 5000),
     "frac_events_ge_1024_raw": (0.90, 1.0),
@@ -32,7 +32,7 @@ TARGETS = {
     "median_particles": (3, 60),
     "median_interactions": (1, 10),
 }
-REAL = {  # PILArNet-M reference values, spec-data §3
+REAL = {  # PILArNet-M reference values, docs/model.md §5.7
     "median_points_after_cut": 3400, "mean_points_raw": 4400, "frac_shower": 0.368, "frac_track": 0.389,
     "frac_michel": 0.0065, "frac_delta": 0.0176, "frac_led": 0.219, "median_voxel_energy_after_cut": 0.51,
     "track_voxels_per_cm": 4.2, "track_mev_per_voxel": 0.5, "shower_voxels_per_mev": 1.5,
@@ -70,7 +70,7 @@ def summarize(events) -> dict:
         inters.append(ev.num_interactions)
         cls += np.bincount(m, minlength=5)[:5]
         e_cut_all.append(E[keep])
-        trk = (m == 1) & (ev.segment_pid == 2)  # muon tracks: the ~4.2 voxel/cm, 0.5 MeV/voxel rule (spec-data §3.3)
+        trk = (m == 1) & (ev.segment_pid == 2)  # muon tracks: the ~4.2 voxel/cm, 0.5 MeV/voxel rule (docs/model.md §5.7)
         trk_vox += (trk & keep).sum()
         trk_e += E[trk & keep].sum()
         trk_len += ev.point[trk, 7].sum() / 10.0

@@ -1,4 +1,4 @@
-"""Exact voxel traversal of straight step segments, energy split by chord length (spec-data §5.9).
+"""Exact voxel traversal of straight step segments, energy split by chord length (docs/model.md §5.4).
 
 This is the Amanatides–Woo traversal written in a vectorised form: every segment is cut at all the
 voxel planes it crosses (parameters t ∈ (0, 1) along the segment), the pieces between consecutive

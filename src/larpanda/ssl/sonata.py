@@ -1,4 +1,4 @@
-"""Sonata-v1m1 self-distillation as used by Panda (spec-model §2.3–2.5).
+"""Sonata-v1m1 self-distillation as used by Panda (docs/model.md §2.3, docs/model.md §2.4, docs/model.md §2.5).
 
 `SonataTask` is a `larpanda.train.fit` task: student {backbone, mask_head, unmask_head} and an EMA
 teacher (same modules, drop_path 0, no grads). Per step:
@@ -45,7 +45,7 @@ DEFAULTS = dict(
 
 class OnlineCluster(nn.Module):
     """Linear(C→hidden), GELU, Linear(hidden→embed), L2-normalize, weight-normalized Linear(embed→K, no
-    bias) with g frozen at 1: logits are cosine similarities to K prototypes (spec-model §2.3)."""
+    bias) with g frozen at 1: logits are cosine similarities to K prototypes (docs/model.md §2.3)."""
 
     def __init__(self, in_channels: int, hidden: int = 4096, embed: int = 256, num_prototypes: int = 4096):
         super().__init__()
@@ -71,7 +71,7 @@ class OnlineCluster(nn.Module):
 @torch.no_grad()
 def sinkhorn_knopp(logits: torch.Tensor, temp: float, num_iter: int = 3) -> torch.Tensor:
     """(n, K) teacher logits → (n, K) soft assignments, rows summing to 1, prototypes equipartitioned.
-    Sums are all-reduced over ranks (spec-model §2.4); computed in float32."""
+    Sums are all-reduced over ranks (docs/model.md §2.4); computed in float32."""
     q = torch.exp(logits.float() / temp).t()  # (K, n)
     n = D.all_reduce_sum(torch.tensor([float(q.shape[1])], device=q.device)).item()
     k = q.shape[0]
@@ -140,7 +140,7 @@ def prototype_entropy(logits: torch.Tensor) -> float:
 
 
 class SonataTask(nn.Module):
-    """Student/teacher self-distillation task for `larpanda.train.fit` (spec-model §2).
+    """Student/teacher self-distillation task for `larpanda.train.fit` (docs/model.md §2).
 
     Args:
         backbone: PointTransformerV3 kwargs (enc_mode and mask_token are forced on).
@@ -169,7 +169,7 @@ class SonataTask(nn.Module):
         self.collate_fn = collate_views
         self.setup(1)
 
-    # ------------------------------------------------------------------ schedules (spec-model §2.2, §2.5)
+    # ------------------------------------------------------------------ schedules (docs/model.md §2.2, docs/model.md §2.5)
     def setup(self, total_steps: int) -> None:
         c, t = self.cfg, int(total_steps)
         self.total_steps = t
@@ -250,7 +250,7 @@ class SonataTask(nn.Module):
 
     @torch.no_grad()
     def on_step_end(self, step: int, total_steps: int) -> None:
-        """EMA: t ← m·t + (1−m)·s over all student parameters, m cosine 0.994 → 1 (spec-model §2.5)."""
+        """EMA: t ← m·t + (1−m)·s over all student parameters, m cosine 0.994 → 1 (docs/model.md §2.5)."""
         m = self._at("momentum", step)
         t = list(self.teacher.parameters())
         s = list(self.student.parameters())
@@ -267,7 +267,7 @@ class SonataTask(nn.Module):
         """Write ``out_dir/{model.safetensors,config.json}`` (task "backbone") via `larpanda.io.save_model`.
 
         The student is the default, as in the reference: downstream configs load ``module.student.backbone``
-        and Panda's raw-checkpoint loader picks ``module.student`` too (spec-model §2.6). It is also the
+        and Panda's raw-checkpoint loader picks ``module.student`` too (docs/model.md §2.6). It is also the
         better representation after a short run (docs/benchmarks.md "Pretraining": the EMA teacher lags
         while its momentum climbs to 1). The teacher is exported with the student's drop_path."""
         from ..io.checkpoints import build_backbone, save_model

@@ -1,4 +1,4 @@
-"""Sonata views of one event (spec-model §2.1) and the batch-level masking of global views (§2.2).
+"""Sonata views of one event (docs/model.md §2.1) and the batch-level masking of global views (docs/model.md §2.2).
 
 `MultiViewGenerator` turns one prepared event (normalized, grid-sampled ``coord``, log ``energy``) into
 2 global + 6 local kNN crops, each augmented on its own (CenterShift, rotate z/x/y p 0.8, flip x/y/z
@@ -20,7 +20,7 @@ ENERGY_JITTER = T.AUGMENT_PRETRAIN["energy_jitter"]  # sigma 0.05, clip 0.05, p 
 
 
 class MultiViewGenerator:
-    """2 global + 6 local kNN crops of one event (pimm ``MultiViewGenerator``, spec-model §2.1).
+    """2 global + 6 local kNN crops of one event (pimm ``MultiViewGenerator``, docs/model.md §2.1).
 
     A crop keeps the ``int(U(scale)·min(max_size, N))`` points nearest (Euclidean, normalized coords) to
     a center, ordered by distance. The major global view is centered on a uniformly random point; the
@@ -112,7 +112,7 @@ def collate_views(samples) -> dict:
 @torch.no_grad()
 def generate_mask(coord: torch.Tensor, offset: torch.Tensor, mask_size: float, mask_ratio: float, generator=None):
     """Mask ``int(P·mask_ratio)`` of the P grid patches (side ``mask_size``, per-view origin at the view's
-    min corner) drawn over the WHOLE batch (spec-model §2.2). Returns (mask (N,) bool, patch id (N,))."""
+    min corner) drawn over the WHOLE batch (docs/model.md §2.2). Returns (mask (N,) bool, patch id (N,))."""
     batch = offset2batch(offset)
     nv = int(offset.shape[0])
     mins = coord.new_full((nv, 3), float("inf")).scatter_reduce(0, batch[:, None].expand(-1, 3), coord, "amin")

@@ -1,9 +1,9 @@
 """Helpers shared by the downstream tasks (semantic, panoptic): label fractions, data paths, CLI args.
 
-Label fractions (spec-model §3 "Label-fraction experiments"): pimm takes the *first N qualifying events*;
+Label fractions (docs/model.md §3.4, docs/design.md §2.2): pimm takes the *first N qualifying events*;
 we take a seeded permutation of the qualifying events and keep its prefix of length
 ``max(1, round(fraction · n))``. With one permutation per seed, subsets are nested: the 1 % set contains
-the 0.1 % set (issue 7 deliverable 2).
+the 0.1 % set.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def resolve_data(paths) -> list[str]:
 
 
 def add_common_train_args(p) -> None:
-    """Arguments shared by ``train semantic`` and ``train panoptic`` (design.md §3)."""
+    """Arguments shared by ``train semantic`` and ``train panoptic`` (docs/design.md §3.2)."""
     p.add_argument("--mode", required=True, help="training mode (see the task's choices)")
     p.add_argument("--label-fraction", type=float, default=1.0, help="fraction of training events with labels, (0,1] (default 1)")
     p.add_argument("--weights", default=None, help="pretrained backbone or task weights (dir, .safetensors or Panda .pth)")
@@ -84,11 +84,9 @@ def load_task_config(kind: str, name_or_path, overrides=None, default: str = "de
 
 
 def labelled_dataset(dataset, fraction: float, seed: int):
-    """A `torch.utils.data.Subset` of ``dataset`` with the `label_subset` events (nested across fractions)."""
-    from torch.utils.data import Subset
-
-    idx = label_subset(len(dataset), fraction, seed)
-    return Subset(dataset, idx.tolist())
+    """``dataset.subset`` of the `label_subset` events (nested across fractions); a `PILArNetDataset`,
+    so that every epoch draws new augmentations of the labelled events."""
+    return dataset.subset(label_subset(len(dataset), fraction, seed))
 
 
 # ------------------------------------------------------------------------------ runs and evaluation
@@ -159,14 +157,16 @@ def iterate_batches(dataset, batch_size: int = 4, max_events=None, model=None):
         yield collate(items)
 
 
-def find_weights(path) -> Path:
-    """A weights path as given, or ``RUN/weights`` when ``path`` is a run directory."""
+def find_weights(path, revision: str | None = None) -> Path:
+    """A weights path as given, ``RUN/weights`` when ``path`` is a run directory, or for a Panda name
+    ("base", "semantic", "particle", "interaction") its official checkpoint in the Hugging Face cache,
+    downloaded at ``revision`` when missing (`larpanda.io.hub.resolve_weights`)."""
+    from ..io.hub import resolve_weights
+
     p = Path(path)
     if p.is_dir() and not (p / "config.json").exists() and (p / "weights" / "config.json").exists():
         return p / "weights"
-    if not p.exists():
-        raise UserError(f"{path}: no such weights file or directory")
-    return p
+    return resolve_weights(path, revision)
 
 
 def read_weights_config(path) -> dict:
@@ -177,17 +177,3 @@ def read_weights_config(path) -> dict:
     if cfg_file.exists():
         return json.loads(cfg_file.read_text())
     return {}
-
-
-def embed_event(model, event):
-    """Per-point features of one event from a task model (``model._prepared(event) -> (d, point)`` and
-    ``model.features(point)``), in eval mode (the previous mode is restored), rows in raw-event order of the
-    points kept by the energy cut. Returns a (N_after_cut, C) float32 numpy array."""
-    was = model.training
-    model.eval()
-    try:
-        d, point = model._prepared(event)
-        feat = model.features(point.to(next(model.parameters()).device)).float().cpu().numpy()
-    finally:
-        model.train(was)
-    return feat[np.argsort(d["index"], kind="stable")]

@@ -1,4 +1,4 @@
-"""Hungarian matching and the detector losses (spec-model §4.2–4.3; pimm ``matcher.py`` and
+"""Hungarian matching and the detector losses (docs/model.md §4.3, docs/model.md §4.4; pimm ``matcher.py`` and
 ``losses/instance.py``), vectorized over queries, instances and events with padded tensors; only the
 scipy assignment runs per event.
 
@@ -31,7 +31,7 @@ def build_targets(instance: torch.Tensor, segment: torch.Tensor, batch: torch.Te
 
     Returns ``target`` (B,G,N) float one-hot over points, ``inst_valid`` (B,G) bool (instance present),
     ``point_valid`` (B,N) bool (instance ≠ −1), ``gt_class`` (B,G) long = the ``segment`` label of the
-    instance's first point, clamped to [0, K−1] (spec-model §4.2).
+    instance's first point, clamped to [0, K−1] (docs/model.md §4.3).
     """
     dev = instance.device
     G = int(instance.max()) + 1 if instance.numel() and int(instance.max()) >= 0 else 0
@@ -85,7 +85,7 @@ def hungarian_match(mask_logits, class_logits, target, inst_valid, point_valid, 
 
 
 def layer_loss(mask_logits, class_logits, target, inst_valid, point_valid, gt_class, matches, cfg=DEFAULTS):
-    """Loss of one supervised layer (spec-model §4.3). Returns (loss, logs) with logs of floats.
+    """Loss of one supervised layer (docs/model.md §4.4). Returns (loss, logs) with logs of floats.
 
     focal_b / dice_b = means over event b's matched pairs (points with instance ≠ −1 only);
     cls_b = (2·CE(matched → gt class) + 0.5·CE(unmatched → no-object)) / (number of the two terms present);

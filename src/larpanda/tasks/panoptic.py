@@ -1,10 +1,10 @@
-"""Panoptic segmentation: particles with PID, or interactions (spec-model §4; issue 8).
+"""Panoptic segmentation: particles with PID, or interactions (docs/model.md §4).
 
 `PanopticModel` = PTv3 backbone (``backbone.*``, enc_mode, up-cast to sum(enc_channels) features) +
 `MaskQueryDecoder` (``decoder.*``), the key layout of the official ``panda_particle.pth`` /
 ``panda_interaction.pth``. Training loss: `matching.detector_loss`; inference: `postprocess.postprocess`.
 
-Levels (spec-model §4.4):
+Levels (docs/model.md §4.2):
 
 ========== ============================ ====================== ======= ======= ===============
 level      instance / segment label     classes (K incl. stuff) stuff   queries proj / cls head
@@ -14,7 +14,7 @@ interaction instance_interaction / 1[id≠−1] 2 (0 LED, 1 thing) [0]     12   
 ========== ============================ ====================== ======= ======= ===============
 
 Modes: ``decoder`` (backbone frozen, run in eval mode without gradients), ``full`` (all trainable; encoder
-lr = lr·layer_decay^(depth−idx−1+3)·backbone_mult, decoder blocks lr·0.97^(2−b), spec-model §4.4),
+lr = lr·layer_decay^(depth−idx−1+3)·backbone_mult, decoder blocks lr·0.97^(2−b), docs/model.md §4.5),
 ``scratch`` (full without pretrained weights).
 """
 
@@ -53,7 +53,7 @@ def level_labels(batch, level: str):
     if level == "particle":
         return batch["instance_particle"].long(), batch["segment_pid"].long()
     inst = batch["instance_interaction"].long()
-    return inst, (inst >= 0).long()  # segment_interaction: 1 thing, 0 LED (spec-model §4.4)
+    return inst, (inst >= 0).long()  # segment_interaction: 1 thing, 0 LED (docs/model.md §4.2)
 
 
 def _as_tensor(x):
@@ -64,7 +64,7 @@ class PanopticModel(nn.Module):
     """Backbone + mask-query decoder.
 
     Args:
-        backbone: PTv3 kwargs (official names); enc_mode is forced True (spec-model §4.1).
+        backbone: PTv3 kwargs (official names); enc_mode is forced True (docs/model.md §4.1).
         level: "particle" or "interaction". mode: one of MODES.
         decoder: overrides of the decoder kwargs (hidden_channels 256, num_heads 16, depth 3, ...).
         loss: overrides of `matching.DEFAULTS`. postprocess: overrides of `postprocess.DEFAULTS`.
@@ -84,7 +84,7 @@ class PanopticModel(nn.Module):
         lv = LEVELS[level]
         bb = dict(backbone)
         bb["enc_mode"] = True
-        bb["mask_token"] = False  # spec-model §4.1 (the SSL mask token is dropped on load)
+        bb["mask_token"] = False  # docs/model.md §4.1 (the SSL mask token is dropped on load)
         for k in ("dec_depths", "dec_channels", "dec_num_head", "dec_patch_size", "freeze_encoder"):
             bb.pop(k, None)
         self.backbone_kwargs = bb
@@ -120,7 +120,7 @@ class PanopticModel(nn.Module):
     def train(self, mode: bool = True):
         super().train(mode)
         if self.mode == "decoder":
-            self.backbone.eval()  # frozen features (deterministic; pimm keeps DropPath on, spec §7 item 12)
+            self.backbone.eval()  # frozen features (deterministic; pimm keeps DropPath on, docs/model.md §4.5)
         return self
 
     @property
@@ -166,38 +166,30 @@ class PanopticModel(nn.Module):
 
     def training_step(self, batch, step: int):
         """Detector loss of a collated batch. Under autocast (``train.amp``) only the forward pass runs
-        in reduced precision; the matcher costs and the losses are computed in fp32 (spec-model §4.2)."""
+        in reduced precision; the matcher costs and the losses are computed in fp32 (docs/model.md §4.3, docs/model.md §4.4)."""
         out = self(batch)
         inst, seg = level_labels(batch, self.level)
         with torch.autocast(out["stuff_logits"].device.type, enabled=False):
             return detector_loss(out, inst, seg, self.stuff_classes, self.num_classes, self.loss_cfg)
 
     def param_groups(self, cfg: dict) -> list[dict]:
-        """spec-model §4.4: decoder block b lr·0.97^(depth−1−b); encoder blocks (full/scratch)
-        lr·layer_decay^(Σdepths−idx−1+3)·backbone_mult; everything else lr; no wd on norms/biases/embeddings."""
-        from ..train.optim import no_weight_decay
+        """Trainer groups (`larpanda.train.optim.grouped`; docs/model.md): decoder block b of D
+        ``layer_decay^(D−1−b)``; encoder block idx (full/scratch) ``layer_decay^(Σdepths−idx−1+3) ·
+        backbone_lr_mult``; the rest 1; no weight decay on norms, biases and the query embeddings.
+        ``cfg`` is the trainer's ``train`` section."""
+        from ..train.optim import block_index, grouped, no_weight_decay
 
-        ld = float(cfg.get("layer_decay", 0.97))
-        mult = float(cfg.get("backbone_mult", getattr(self, "backbone_mult", 1.0)))
-        depth = len(self.decoder.blocks)
-        enc = list(self.backbone.config["enc_depths"])
-        groups: dict = {}
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            scale = 1.0
+        ld, mult = float(cfg.get("layer_decay", 0.97)), float(cfg.get("backbone_lr_mult", 1.0))
+        depth, enc = len(self.decoder.blocks), list(self.backbone.config["enc_depths"])
+
+        def scale(name: str) -> float:
             m = re.match(r"decoder\.blocks\.(\d+)\.", name)
-            e = re.match(r"backbone\.enc\.enc(\d+)\.block(\d+)\.", name)
             if m:
-                scale = ld ** (depth - 1 - int(m.group(1)))
-            elif e:
-                idx = sum(enc[: int(e.group(1))]) + int(e.group(2))
-                scale = ld ** (sum(enc) - idx - 1 + 3) * mult
-            wd = not (no_weight_decay(name, p) or "query_feat" in name or "query_embed" in name)
-            g = groups.setdefault((round(scale, 12), wd), {"params": [], "lr_scale": scale, "apply_wd": wd,
-                                                           "name": f"lr{scale:.4g}_{'wd' if wd else 'nowd'}"})
-            g["params"].append(p)
-        return list(groups.values())
+                return ld ** (depth - 1 - int(m.group(1)))
+            idx = block_index(name, enc) if name.startswith("backbone.enc.") else None
+            return 1.0 if idx is None else ld ** (sum(enc) - idx - 1 + 3) * mult
+
+        return grouped(self, scale, lambda name, p: no_weight_decay(name, p) or "query_feat" in name or "query_embed" in name)
 
     # --- inference --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -216,15 +208,6 @@ class PanopticModel(nn.Module):
             res.append({k: v[b, :n].cpu().numpy() for k, v in pp.items()} | {"stuff_prob": stuff[b, :n].cpu().numpy()})
         return res
 
-    def _prepared(self, event):
-        from ..data.point import collate
-        from ..data.transforms import prepare
-        from ..io.memory import check_model
-
-        d = prepare(event, energy_threshold=self.energy_threshold)
-        check_model(self, d, source=event.source)  # InferenceMemoryError before any forward pass
-        return d, collate([d])
-
     @property
     def class_key(self) -> str:
         """Name of `predict`'s per-point class output: ``pid`` (particle) or ``interaction_class``."""
@@ -240,25 +223,19 @@ class PanopticModel(nn.Module):
         """Per raw row of ``event``: ``instance`` (int64, −1 stuff/LED or removed by the cut), ``pid``
         (particle level; the class, −1 for cut rows) or ``interaction_class`` (interaction level), ``score``
         (float32 confidence; 0 for cut rows)."""
-        was = self.training
-        self.eval()
-        try:
-            d, point = self._prepared(event)
-            dev = next(self.parameters()).device
-            r = self.infer(point.to(dev))[0]
-        finally:
-            self.train(was)
+        from ..io.events import run_on_event
+
+        d, r = run_on_event(self, event, self.energy_threshold, lambda point: self.infer(point)[0])
         out = self.empty_prediction(len(event))
         idx = d["index"]
         out["instance"][idx], out[self.class_key][idx], out["score"][idx] = r["instance"], r["cls"], r["score"]
         return out
 
-    @torch.no_grad()
     def embed(self, event) -> np.ndarray:
         """(N_after_cut, sum(enc_channels)) backbone features, rows in raw-event order of the kept points."""
-        from .common import embed_event
+        from ..io.events import embed_event
 
-        return embed_event(self, event)
+        return embed_event(self, event, self.energy_threshold, self.features)
 
 
 def model_from_config(cfg: dict) -> PanopticModel:
@@ -272,13 +249,13 @@ def model_from_config(cfg: dict) -> PanopticModel:
 
 
 def from_panda_config(cfg: dict) -> dict:
-    """`PanopticModel` kwargs from an official ``Detector(**config)`` dict (spec-model §5)."""
+    """`PanopticModel` kwargs from an official ``Detector(**config)`` dict (docs/model.md §4.7)."""
     nc = int(cfg.get("num_classes", 6))
     level = "particle" if nc == 6 else "interaction"
     bb = {k: v for k, v in dict(cfg.get("backbone", {})).items() if k != "type"}
     dec = {k: cfg[k] for k in ("hidden_channels", "num_heads", "num_queries", "depth", "mlp_ratio", "qkv_bias",
                                "mlp_point_proj") if k in cfg}
-    dec["pos_on_keys"] = False  # Panda inference self-attention (spec-model §7 item 9)
+    dec["pos_on_keys"] = False  # Panda inference self-attention (docs/model.md §4.1)
     post = {k: cfg[k] for k in ("stuff_threshold", "mask_threshold", "conf_threshold") if k in cfg}
     return dict(backbone=bb, level=level, mode="full", decoder=dec, postprocess=post)
 
@@ -286,18 +263,23 @@ def from_panda_config(cfg: dict) -> dict:
 # ------------------------------------------------------------------------------------------- runs
 
 
-def evaluate_model(model: PanopticModel, dataset, batch_size: int = 4, max_events=None, device="cpu") -> dict:
-    """spec-data §6.2/6.3 metrics of ``model`` on ``dataset`` (post-transform points) + timings."""
+def evaluate_model(model: PanopticModel, dataset, batch_size: int = 4, max_events=None, device=None,
+                   exclude_led: bool = False) -> dict:
+    """docs/design.md §7.2 / docs/design.md §7.3 metrics of ``model`` on ``dataset`` (post-transform points) + timings.
+
+    ``exclude_led``: score only points whose true semantic class is not LED (class 4), in both the
+    predicted and the true instances."""
     from ..metrics.panoptic import PanopticAccumulator
     from .common import iterate_batches, skipped_list
 
     skipped = skipped_list(dataset)
     k0 = len(skipped)
+    device = device or next(model.parameters()).device
     lv = LEVELS[model.level]
     acc = PanopticAccumulator(len(lv["class_names"]), lv["class_names"])
     was = model.training
     model.eval()
-    n, t_fwd, t_post = 0, 0.0, 0.0
+    n, n_points, t_fwd, t_post = 0, 0, 0.0, 0.0
     try:
         with torch.no_grad():
             for batch in iterate_batches(dataset, batch_size, max_events, model=model):
@@ -313,39 +295,30 @@ def evaluate_model(model: PanopticModel, dataset, batch_size: int = 4, max_event
                 t_post += time.perf_counter() - t1
                 inst, seg = level_labels(batch, model.level)
                 off = [0] + _as_tensor(batch["offset"]).tolist()
+                motif = _as_tensor(batch["segment_motif"]).cpu()
                 for b in range(len(off) - 1):
                     sl = slice(off[b], off[b + 1])
                     m = off[b + 1] - off[b]
+                    keep = motif[sl] != 4 if exclude_led else torch.ones(m, dtype=torch.bool)
+                    pred_inst, true_inst = pp["instance"][b, :m].cpu()[keep], inst[sl].cpu()[keep]
+                    n_points += int(keep.sum())
                     if model.level == "particle":
-                        acc.update(pp["instance"][b, :m].cpu(), inst[sl].cpu(), pp["cls"][b, :m].cpu(), seg[sl].cpu())
+                        acc.update(pred_inst, true_inst, pp["cls"][b, :m].cpu()[keep], seg[sl].cpu()[keep])
                     else:
-                        acc.update(pp["instance"][b, :m].cpu(), inst[sl].cpu())
+                        acc.update(pred_inst, true_inst)
                     n += 1
     finally:
         model.train(was)
     res = acc.compute()
-    res.update({"num_events": float(n), "skipped_events": len(skipped) - k0, "forward_s_per_event": t_fwd / max(n, 1),
+    res.update({"num_events": float(n), "num_points": n_points, "skipped_events": len(skipped) - k0, "forward_s_per_event": t_fwd / max(n, 1),
                 "postprocess_s_per_event": t_post / max(n, 1), "level": model.level})
     return res
-
-
-def _eval_fn(batch_size=4, max_events=None):
-    def fn(task, val_dataset):
-        m = evaluate_model(task, val_dataset, batch_size, max_events, device=next(task.parameters()).device)
-        return {k: v for k, v in m.items() if isinstance(v, float)}
-    return fn
 
 
 def build_panoptic_model(mode: str, level: str, cfg: dict, weights=None) -> PanopticModel:
     """Model for a training run: pretrained backbone (decoder/full) or a model preset (scratch)."""
     kw = dict(level=level, mode=mode, decoder=cfg.get("decoder"), loss=cfg.get("loss"),
               postprocess=cfg.get("postprocess"), energy_threshold=cfg.get("data", {}).get("energy_threshold", 0.13))
-    model = _build(mode, cfg, weights, kw)
-    model.backbone_mult = float(cfg.get("optim", {}).get("backbone_mult", 1.0))
-    return model
-
-
-def _build(mode, cfg, weights, kw) -> PanopticModel:
     if mode == "scratch":
         if weights:
             raise UserError("--mode scratch trains from random initialisation; drop --weights")
@@ -354,21 +327,17 @@ def _build(mode, cfg, weights, kw) -> PanopticModel:
         return PanopticModel(load_config(cfg.get("model", {}).get("preset", "small"), "model"), **kw)
     if not weights:
         raise UserError(f"--mode {mode} needs pretrained --weights (or use --mode scratch)")
-    from .semantic import pretrained_backbone
+    from .weights import load_backbone_into, pretrained_backbone
 
     bb, sd = pretrained_backbone(weights)
     model = PanopticModel(bb, **kw)
-    sd = {k: v for k, v in sd.items() if k != "embedding.mask_token" and not k.startswith("dec.")}
-    missing, unexpected = model.backbone.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise UserError(f"{weights}: pretrained backbone does not match: missing {list(missing)[:3]} "
-                        f"({len(missing)}), unexpected {list(unexpected)[:3]} ({len(unexpected)})")
+    load_backbone_into(model.backbone, sd, weights, keep_decoder=False)
     return model
 
 
 def level_config(cfg: dict, level: str) -> dict:
     """``cfg`` with its ``levels.<level>`` section (``decoder``/``train``/``loss`` keys) merged over the
-    shared sections, e.g. the interaction level's own OneCycle ``pct_start`` (spec-model §4.4)."""
+    shared sections, e.g. the interaction level's own OneCycle ``pct_start`` (docs/model.md §4.5)."""
     lv_cfg = (cfg.get("levels") or {}).get(level, {})
     for sec in ("decoder", "train", "loss"):
         cfg[sec] = {**cfg.get(sec, {}), **lv_cfg.get(sec, {})}
@@ -377,55 +346,20 @@ def level_config(cfg: dict, level: str) -> dict:
 
 def run_train(args) -> dict:
     """``larpanda train panoptic``: label subset → fit → ``OUT/weights`` + ``OUT/val_metrics.json``."""
-    from .. import io as lpio
-    from ..atomic import atomic_write_json
-    from ..train import fit
-    from .common import labelled_dataset, load_task_config, make_dataset
+    from .runs import run_datasets, task_config, train_and_save
 
-    level = args.level
-    cfg = level_config(load_task_config("panoptic", args.config, getattr(args, "overrides", None), default=level), level)
-    seed = int(args.seed if args.seed is not None else cfg["train"].get("seed", 0))
-    cfg["train"]["seed"] = seed
-    if getattr(args, "quiet", False):
-        cfg["train"]["progress"] = False
-    for k in ("epochs", "max_steps"):
-        if getattr(args, k, None) is not None:
-            cfg["train"][k] = getattr(args, k)
-            cfg["train"].pop("max_steps" if k == "epochs" else "epochs", None)
+    cfg, seed = task_config(args, "panoptic", args.level)
+    cfg = level_config(cfg, args.level)
+    full, train_set, val_set = run_datasets(args, cfg, seed)
+    model = build_panoptic_model(args.mode, args.level, cfg, args.weights)
     data_cfg = cfg.get("data", {})
-    full = make_dataset(args.data, data_cfg, train=True, seed=seed, max_events=getattr(args, "max_events", None))
-    train_set = labelled_dataset(full, args.label_fraction, seed)
-    val_set = make_dataset(args.val_data, data_cfg, train=False) if args.val_data else None
-    model = build_panoptic_model(args.mode, level, cfg, args.weights)
     if data_cfg.get("cache_features") and args.mode == "decoder":
         if data_cfg.get("augment"):
             raise UserError("data.cache_features needs data.augment: null (augmented events change the features)")
         model.enable_feature_cache()  # each training event's frozen features once, reused every epoch
-    ev = cfg.get("eval", {})
-    cfg["run"] = {"task": "panoptic", "level": level, "mode": args.mode, "label_fraction": float(args.label_fraction),
+    cfg["run"] = {"task": "panoptic", "level": args.level, "mode": args.mode, "label_fraction": float(args.label_fraction),
                   "labelled_events": len(train_set), "available_events": len(full), "weights": args.weights, "seed": seed}
-    result = fit(model, train_set, cfg, args.out, resume=args.resume, val_dataset=val_set,
-                 eval_fn=_eval_fn(int(ev.get("batch_size", 4)), ev.get("max_events")))
-    out = Path(args.out)
-    lpio.save_model(model, out / "weights")
-    summary = {"run": cfg["run"], "fit": {k: v for k, v in result.items() if k != "eval"}}
-    if val_set is not None:
-        metrics = evaluate_model(model, val_set, int(ev.get("batch_size", 4)), ev.get("max_events"),
-                                 device=next(model.parameters()).device)
-        atomic_write_json(out / "val_metrics.json", metrics)
-        summary["val"] = {k: metrics[k] for k in ("f1", "ari", "pq", "matched_iou") if k in metrics}
-    atomic_write_json(out / "summary.json", summary)
-    return summary
-
-
-def load_panoptic(path) -> PanopticModel:
-    from .. import io as lpio
-    from .common import find_weights
-
-    model = lpio.load_model(str(find_weights(path)))
-    if getattr(model, "config", {}).get("task") != "panoptic":
-        raise UserError(f"{path}: not panoptic weights (task {getattr(model, 'config', {}).get('task')!r})")
-    return model
+    return train_and_save(model, cfg, args, train_set, val_set, evaluate_model, ("f1", "ari", "pq", "matched_iou"))
 
 
 def run_evaluate(args) -> dict:
@@ -433,17 +367,27 @@ def run_evaluate(args) -> dict:
     from ..atomic import atomic_write_json
     from .common import make_dataset
 
-    model = load_panoptic(args.weights).to(args.device)
-    ds = make_dataset(args.data, {"energy_threshold": model.energy_threshold, "min_points": 1024,
-                                  "skip_bad_events": getattr(args, "skip_bad_events", False)}, train=False)
+    from .weights import load_task_model
+
+    model = load_task_model(args.weights, "panoptic").to(args.device)
+    ds = make_dataset(args.data, {"energy_threshold": model.energy_threshold, "min_points": args.min_points,
+                                  "skip_bad_events": args.skip_bad_events}, train=False)
     if len(ds) == 0:
-        raise UserError(f"{args.data}: no event qualifies (min 1024 raw points)")
-    metrics = evaluate_model(model, ds, args.batch_size, args.max_events, device=args.device)
+        raise UserError(f"{' '.join(map(str, args.data))}: no event qualifies (min {args.min_points} raw points; see --min-points)")
+    metrics = evaluate_model(model, ds, args.batch_size, args.max_events, device=args.device, exclude_led=args.exclude_led)
     metrics["weights"] = str(args.weights)
-    if not getattr(args, "quiet", False) or not args.out:
+    metrics["exclude_led"] = bool(args.exclude_led)
+    if not args.quiet or not args.out:
         print(json.dumps({k: v for k, v in metrics.items() if k != "pid_confusion"}, indent=1))
     if args.out:
         atomic_write_json(args.out, metrics)
+    if args.report:
+        from ..viz.report import build_report
+
+        row = {k: v for k, v in metrics.items() if k != "weights"}
+        if model.level == "particle" and "pid_confusion" in row:
+            row["pid_classes"] = list(LEVELS["particle"]["class_names"])
+        build_report({"panoptic": [row]}, args.report)
     return metrics
 
 

@@ -1,4 +1,4 @@
-"""The panoptic mask-query decoder ("detector-v1m1"), spec-model §4.1, with the official key names
+"""The panoptic mask-query decoder ("detector-v1m1"), docs/model.md §4.1, with the official key names
 (``decoder.*`` of ``panda_particle.pth`` / ``panda_interaction.pth``).
 
 Shapes: B events, Q queries per event, N_b points of event b, N = max_b N_b (padded), C_in the up-cast
@@ -48,7 +48,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """x, pos: (B, Q, D) → (B, Q, D). pimm training: q = Wq(x+pos), k = Wk(x+pos), v = Wv(x);
-        Panda inference: k = Wk(x) (``pos_on_keys=False``; spec-model §7 item 9)."""
+        Panda inference: k = Wk(x) (``pos_on_keys=False``; docs/model.md §4.1)."""
         B, Q, D = x.shape
         q = self.q(x + pos)
         kv = self.kv(x + pos if self.pos_on_keys else x)
@@ -104,7 +104,7 @@ def _scatter_rows(x: torch.Tensor, eb: torch.Tensor, col: torch.Tensor, B: int, 
 
 class Block(nn.Module):
     """Pre-norm decoder block: mask logits from the INPUT queries, masked cross-attention, self-attention,
-    MLP (spec-model §4.1 steps 1–6). Keys: norm1, norm_kv, self_attn, norm2, cross_attn, norm3, mlp, mask_mlp."""
+    MLP (docs/model.md §4.1). Keys: norm1, norm_kv, self_attn, norm2, cross_attn, norm3, mlp, mask_mlp."""
 
     def __init__(self, channels=256, num_heads=16, mlp_ratio=4.0, qkv_bias=True, pos_on_keys=True, eps=1e-6):
         super().__init__()
@@ -139,7 +139,7 @@ class Block(nn.Module):
 
 
 class MaskQueryDecoder(nn.Module):
-    """Learned-query mask decoder + LED ("stuff") filter (spec-model §4.1).
+    """Learned-query mask decoder + LED ("stuff") filter (docs/model.md §4.1).
 
     Args:
         full_in_channels: C_in, width of the up-cast backbone features (1232 for panda-base).
@@ -147,7 +147,7 @@ class MaskQueryDecoder(nn.Module):
         num_classes: K incl. the stuff class (6 for PID, 2 for interaction); the class head has K+1 logits.
         mlp_point_proj: MLP (pid) or Linear (vtx) for ``full_point_proj`` and ``cls_pred``.
         pos_on_keys: self-attention keys get the query positional embedding (pimm training, True) or not
-            (Panda inference, False); spec-model §7 item 9.
+            (Panda inference, False); docs/model.md §4.1.
     """
 
     def __init__(self, full_in_channels=1232, hidden_channels=256, num_heads=16, num_classes=6, num_queries=32,

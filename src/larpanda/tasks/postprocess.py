@@ -1,5 +1,5 @@
 """Panoptic post-processing: matrix NMS, score threshold and greedy painting, exactly the steps of
-spec-model §4.5 (Panda ``postprocess.py``), but batched: every step is a tensor op over (events, queries,
+docs/model.md §4.6 (Panda ``postprocess.py``), but batched: every step is a tensor op over (events, queries,
 points); the only loop is over the Q painting ranks (each step vectorized over events and points).
 
 Inputs are the padded decoder outputs: mask logits (B,Q,N), class logits (B,Q,K+1), stuff probabilities
@@ -44,7 +44,7 @@ def matrix_nms(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, 
 
 def postprocess(mask_logits: torch.Tensor, class_logits: torch.Tensor, stuff_probs: torch.Tensor | None,
                 valid: torch.Tensor, stuff_classes=(), background_class: int = -1, **kw):
-    """Steps 1–7 of spec-model §4.5 for a padded batch. Returns dict of (B,N) tensors ``instance``,
+    """Steps 1–7 of docs/model.md §4.6 for a padded batch. Returns dict of (B,N) tensors ``instance``,
     ``cls``, ``score``; padding rows are −1 / background / 0."""
     p = {**DEFAULTS, **kw}
     B, Q, N = mask_logits.shape

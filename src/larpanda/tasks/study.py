@@ -1,4 +1,4 @@
-"""The label-efficiency study (issue 7 deliverable 4, issue 11): train every (mode, label fraction) pair
+"""The label-efficiency study (docs/model.md §3.4): train every (mode, label fraction) pair
 and tabulate test metrics as ``study.csv``, ``study.md``, ``study.html`` (plotly, offline) and, when
 `larpanda.viz.report.build_report` exists, ``report.html``.
 
@@ -39,8 +39,8 @@ def _split(args, name: str):
 
 def run_study(args) -> list[dict]:
     """Run the grid; returns the table rows (also written to OUT)."""
-    from .semantic import MODES, evaluate_model, load_semantic, run_train
     from .common import make_dataset
+    from .semantic import MODES
 
     fractions = [float(f) for f in str(args.fractions).split(",") if f.strip()]
     modes = [m.strip() for m in str(args.modes).split(",") if m.strip()]
@@ -56,29 +56,58 @@ def run_study(args) -> list[dict]:
         val_files = None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    test_set = make_dataset(test_files, {"min_points": _min_points(args)}, train=False)
     rows: list[dict] = []
-    test_set = None
     for mode in modes:
         for frac in fractions:
-            run_dir = out / "runs" / f"{mode}_{frac:g}"
-            targs = argparse.Namespace(
-                mode=mode, label_fraction=frac, weights=args.weights if mode in PRETRAINED_MODES else None,
-                data=train_files, val_data=None, out=str(run_dir), config=args.config, overrides=list(args.overrides or []),
-                resume=(run_dir / "checkpoints" / "last.pt").exists(), seed=args.seed, max_events=None, quiet=args.quiet)
-            t0 = time.perf_counter()
-            summary = run_train(targs) if not (run_dir / "summary.json").exists() else json.loads((run_dir / "summary.json").read_text())
-            train_s = time.perf_counter() - t0
-            model = load_semantic(run_dir / "weights")
-            if test_set is None:
-                test_set = make_dataset(test_files, {"energy_threshold": model.energy_threshold,
-                                                     "min_points": _min_points(args)}, train=False)
-            m = evaluate_model(model, test_set, 4, args.max_test_events)
+            sets = sum((["--set", s] for s in args.overrides or []), [])
+            summary, metrics, train_s = semantic_run(
+                out / "runs" / f"{mode}_{frac:g}", mode, frac, train_files, val_files, test_set,
+                weights=args.weights if mode in PRETRAINED_MODES else None, seed=args.seed, config=args.config,
+                extra_args=sets, quiet=args.quiet, max_test_events=args.max_test_events)
             row = {"mode": mode, "label_fraction": frac, "labelled_events": summary["run"]["labelled_events"],
-                   "train_s": round(train_s, 2), "test_events": m["num_events"]}
-            row.update({k: m[k] for k in COLUMNS if k in m and k not in row})
+                   "train_s": round(train_s, 2), "test_events": metrics["num_events"]}
+            row.update({k: metrics[k] for k in COLUMNS if k in metrics and k not in row})
             rows.append(row)
             write_tables(rows, out)
     return rows
+
+
+def run_cli(argv: list) -> int:
+    """Run a larpanda sub-command in this process, through the same parser as the console script."""
+    from ..cli import build_parser
+
+    args = build_parser().parse_args([str(a) for a in argv])
+    return args.func(args)
+
+
+def semantic_run(run_dir, mode: str, frac: float, train_files, val_files, test_set, weights=None, seed: int = 0,
+                 config=None, extra_args=(), quiet: bool = True, max_test_events=None):
+    """One cell of a label-efficiency grid (``larpanda study`` and ``larpanda demo``): ``larpanda train
+    semantic`` in ``run_dir`` (resumed from its checkpoint, or skipped when its ``summary.json`` exists),
+    then the test metrics of its weights. Returns (summary, test metrics, training seconds). A run stopped
+    by a signal raises KeyboardInterrupt, so that the caller does not record it as done."""
+    from .semantic import evaluate_model
+    from .weights import load_task_model
+
+    run_dir = Path(run_dir)
+    t0 = time.perf_counter()
+    done = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else None
+    if done is None or done["fit"].get("interrupted"):
+        argv = ["train", "semantic", "--mode", mode, "--label-fraction", frac, "--data", *train_files,
+                "--out", run_dir, "--seed", seed, *extra_args]
+        argv += ["--val-data", *val_files] if val_files else []
+        argv += ["--config", config] if config else []
+        argv += ["--weights", weights] if weights else []
+        argv += ["--quiet"] if quiet else []
+        argv += ["--resume"] if (run_dir / "checkpoints" / "last.pt").exists() else []
+        run_cli(argv)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    if summary["fit"].get("interrupted"):
+        raise KeyboardInterrupt
+    train_s = time.perf_counter() - t0
+    model = load_task_model(run_dir / "weights", "semantic")
+    return summary, evaluate_model(model, test_set, 4, max_test_events), train_s
 
 
 def _min_points(args) -> int:
@@ -118,7 +147,7 @@ def markdown_table(rows: list[dict]) -> str:
     cell = {(r["mode"], r["label_fraction"]): r for r in rows}
     head = "| mode | " + " | ".join(f"{100 * f:g} % labels" for f in fracs) + " |"
     lines = ["# Semantic segmentation label-efficiency study", "",
-             "Cells: test mIoU / macro-F1 in % (pooled over points, spec-data §6.1); n = labelled training events.", "",
+             "Cells: test mIoU / macro-F1 in % (pooled over points, docs/design.md §7.1); n = labelled training events.", "",
              head, "|---" * (len(fracs) + 1) + "|"]
     for m in modes:
         cells = []
@@ -143,47 +172,3 @@ def plot_html(rows: list[dict]) -> str:
     fig.update_layout(title="Semantic segmentation: test mIoU vs labelled fraction", xaxis_type="log",
                       xaxis_title="labelled training events (%)", yaxis_title="mIoU (%)")
     return fig.to_html(include_plotlyjs=True, full_html=True)
-
-
-def toy_events(n: int, seed: int = 0, points: int = 1400):
-    """Small synthetic 5-class events (straight tracks, Michel stubs, delta branches, shower blobs, scattered
-    LED) built with `pilarnet.event_from_labels`, for tests and smoke runs when `larpanda.sim` is not wanted.
-    Not physics: geometry makes the classes separable, so a model that learns anything scores high."""
-    from ..data.pilarnet import event_from_labels
-
-    rng = np.random.default_rng(seed)
-    events = []
-    for _ in range(n):
-        vox, lab, inst = [], [], []
-        pid = 0
-        origin = rng.integers(200, 560, 3)
-        for _t in range(2):  # tracks with a Michel at the end and a delta ray branch
-            d = rng.normal(size=3)
-            d /= np.linalg.norm(d)
-            L = rng.integers(120, 200)
-            line = origin + np.outer(np.arange(L), d)
-            vox.append(line); lab += [1] * L; inst += [pid] * L; pid += 1
-            end = line[-1]
-            d2 = rng.normal(size=3); d2 /= np.linalg.norm(d2)
-            m = end + np.outer(np.arange(1, 25), d2)
-            vox.append(m); lab += [2] * len(m); inst += [pid] * len(m); pid += 1
-            mid = line[L // 2]
-            d3 = rng.normal(size=3); d3 /= np.linalg.norm(d3)
-            dl = mid + np.outer(np.arange(1, 10), d3)
-            vox.append(dl); lab += [3] * len(dl); inst += [pid] * len(dl); pid += 1
-        c = origin + rng.integers(-60, 60, 3)  # shower: a fat cone-like blob
-        k = points // 2
-        blob = c + rng.normal(scale=(6, 6, 18), size=(k, 3))
-        vox.append(blob); lab += [0] * k; inst += [pid] * k; pid += 1
-        led = origin + rng.integers(-120, 120, (60, 3))
-        vox.append(led); lab += [4] * 60; inst += [-1] * 60
-        v = np.clip(np.rint(np.concatenate(vox)), 0, 767).astype(np.int64)
-        lab, inst = np.asarray(lab), np.asarray(inst)
-        _, first = np.unique(v, axis=0, return_index=True)
-        first = np.sort(first)
-        v, lab, inst = v[first], lab[first], inst[first]
-        energy = np.where(lab == 4, rng.uniform(0.14, 0.5, len(lab)), rng.uniform(0.5, 3.0, len(lab))).astype(np.float32)
-        pids = np.where(lab == 1, 2, np.where(lab == 4, -1, 1))
-        inter = np.where(inst >= 0, 0, -1)
-        events.append(event_from_labels(v, energy, lab, pids, inst, inter))
-    return events

@@ -15,9 +15,9 @@ def cosine(base: float, final: float, total_steps: int, warmup_steps: int = 0, s
     """DINOv2/pimm ``CosineScheduler``: linear warmup ``start_warmup → base`` over ``warmup_steps``, then a
     cosine from ``base`` to ``final`` over the remaining steps. Returns (total_steps,) float64.
 
-    Used for the weight decay (0.04 → 0.2, no warmup; spec-model §2.5), the EMA momentum
+    Used for the weight decay (0.04 → 0.2, no warmup; docs/model.md §2.5), the EMA momentum
     (0.994 → 1.0), the teacher temperature (0.04 → 0.07 over 5 %, then constant) and the mask size/ratio
-    (warmup over 5 %, then constant; spec-model §2.2).
+    (warmup over 5 %, then constant; docs/model.md §2.2).
     """
     total_steps = int(total_steps)
     warmup_steps = int(min(max(warmup_steps, 0), total_steps))
@@ -50,8 +50,8 @@ def one_cycle(
 
     Returns ``(lr_factor, momentum)``, each (total_steps,): the lr of a group at step t is
     ``max_lr_group · lr_factor[t]``; it starts at ``1/div_factor``, rises to 1 at step
-    ``pct_start·total − 1`` and decays to ``1/(div_factor·final_div_factor)`` (= 1e-4 with the spec's
-    10 and 1000, spec-model §2.5). ``momentum`` is AdamW's beta1, cycled 0.95 → 0.85 → 0.95.
+    ``pct_start·total − 1`` and decays to ``1/(div_factor·final_div_factor)`` (= 1e-4 with the reference's
+    10 and 1000, docs/model.md §2.5). ``momentum`` is AdamW's beta1, cycled 0.95 → 0.85 → 0.95.
     Value-for-value identical to the torch scheduler (tested).
     """
     total_steps = int(total_steps)

@@ -8,21 +8,21 @@ A *task* is an ``nn.Module`` with
 - ``on_step_end(step, total_steps)`` (optional; after each applied optimizer update, e.g. EMA);
 - ``collate_fn`` (optional attribute; default ``larpanda.data.point.collate``).
 
-Loop, per optimizer step t (0-based): set lr/β1/wd from precomputed arrays → ``accum_steps``
+Per optimizer step t (0-based, `optimizer_step`): set lr/β1/wd from precomputed arrays → ``accum_steps``
 micro-batches (autocast on CUDA) → if any loss is non-finite on any rank: no update, count, stop with
-``NumericalError`` after ``max_nonfinite`` in a row → average grads over ranks → unscale, clip
-→ AdamW step (fp16 overflow steps skipped by the GradScaler and counted) → ``on_step_end``.
+``NumericalError`` after ``max_nonfinite`` in a row → average grads over ranks → unscale, clip → AdamW step
+(fp16 overflow steps skipped by the GradScaler and counted) → ``on_step_end``.
 
-Exact resume: the data order is a pure function of (seed, epoch), each sample's augmentation RNG is
-seeded from (seed, epoch, index), the schedules are arrays indexed by step, and the checkpoint holds
-model (incl. EMA teacher), optimizer, scaler, counters and every rank's python/numpy/torch RNG state.
-Checkpoints are written atomically and read back with ``torch.load(weights_only=True)``.
+Validation (``eval_fn(task, val_dataset) -> dict``) runs every ``eval_every`` steps and at the end. With
+``select_metric`` the model of the best evaluation is kept in ``checkpoints/best.pt`` and loaded back into
+the task when training ends; with ``patience`` training stops after that many evaluations in a row without
+improvement. The data stream (`larpanda.train.data`), checkpoints (`larpanda.train.checkpoint`) and the log
+(`larpanda.train.runlog`) make a resumed run identical to an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -30,21 +30,20 @@ import signal
 import sys
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from ..atomic import atomic_path, json_text
-from ..config import save_config
 from ..errors import NumericalError, UserError
 from . import distributed as D
 from . import optim as O
 from . import schedules as S
+from .checkpoint import Checkpointer, load_checkpoint, save_checkpoint
+from .data import batch_stream, num_events, to_device
+from .runlog import RunLog
 
-CKPT_FORMAT = "larpanda-train-1"
+__all__ = ["fit", "load_checkpoint", "save_checkpoint", "train_section", "DEFAULTS"]
 
 DEFAULTS = {
     "epochs": None,
@@ -54,6 +53,7 @@ DEFAULTS = {
     "weight_decay": 0.04,
     "weight_decay_end": None,  # cosine wd schedule when set (0.04 → 0.2 in pretraining)
     "layer_decay": 1.0,
+    "backbone_lr_mult": 1.0,  # task fine-tuning: extra lr multiplier of the pretrained encoder blocks
     "pct_start": 0.05,
     "div_factor": 10.0,
     "final_div_factor": 1000.0,
@@ -67,6 +67,8 @@ DEFAULTS = {
     "ckpt_every": 100,
     "ckpt_keep_every": 0,  # also keep checkpoints/step_<k>.pt every k steps (0: never)
     "eval_every": 0,  # 0: evaluate at the end only
+    "select_metric": None,  # a validation key to maximize (e.g. "mIoU"): keep checkpoints/best.pt, restore it at the end
+    "patience": 0,  # stop after this many evaluations in a row without a better select_metric (0: never)
     "num_workers": 0,
     "shuffle": True,
     "max_nonfinite": 5,
@@ -86,196 +88,10 @@ def train_section(cfg: dict) -> dict:
     return out
 
 
-# ----------------------------------------------------------------------------------------------- RNG
-
-
 def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    """python/numpy/torch(/cuda) RNG states as tensors and primitives (safe for weights_only)."""
-    py = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    st = {
-        "python": [py[0], list(py[1]), py[2]],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def set_rng_state(st: dict) -> None:
-    random.setstate((st["python"][0], tuple(st["python"][1]), st["python"][2]))
-    n = st["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-@contextlib.contextmanager
-def seeded(*key):
-    """Run with python/numpy/torch RNGs seeded from ``key`` and restore the caller's states after."""
-    seed = zlib.crc32(repr(key).encode())
-    saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        yield seed
-    finally:
-        random.setstate(saved[0])
-        np.random.set_state(saved[1])
-        torch.set_rng_state(saved[2])
-
-
-# ---------------------------------------------------------------------------------------------- data
-
-
-class _SeededItems(torch.utils.data.Dataset):
-    """Wraps a dataset: item ``(epoch, i)`` is ``dataset[i]`` computed under RNGs seeded by (seed, epoch, i),
-    so augmentations do not depend on workers, ranks or where a run was resumed. A `PILArNetDataset`
-    (which seeds its own per-item rng from the epoch encoded in the index) gets ``epoch·len + i``."""
-
-    def __init__(self, dataset, seed: int):
-        self.dataset, self.seed = dataset, int(seed)
-        try:
-            from ..data.dataset import PILArNetDataset
-
-            self.epoch_in_index = isinstance(dataset, PILArNetDataset)
-        except ImportError:  # pragma: no cover
-            self.epoch_in_index = False
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def _key(self, epoch, i):
-        return epoch * len(self.dataset) + i if self.epoch_in_index else i
-
-    def __getitem__(self, key):
-        epoch, i = key
-        with seeded(self.seed, epoch, i):
-            return self.dataset[self._key(epoch, i)]
-
-    def __getitems__(self, keys):
-        if self.epoch_in_index and hasattr(self.dataset, "__getitems__"):
-            with seeded(self.seed, *keys[0]):
-                return self.dataset.__getitems__([self._key(e, i) for e, i in keys])
-        return [self[k] for k in keys]
-
-
-def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
-    if not shuffle:
-        return torch.arange(n)
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
-    return torch.randperm(n, generator=g)
-
-
-class ShardedBatches(torch.utils.data.Sampler):
-    """Batches of ``(epoch, index)`` for this rank, starting at batch ``start`` of ``epoch``.
-
-    Global batch j of an epoch = ``order[j·B·W : (j+1)·B·W]``; rank r takes the r-th slice of B, so W
-    processes with batch B see exactly the events one process with batch B·W sees (last partial global
-    batch dropped)."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, start: int = 0, shuffle=True, rank=0, world=1):
-        self.n, self.b, self.seed, self.epoch, self.start = n, batch_size, seed, epoch, start
-        self.shuffle, self.rank, self.world = shuffle, rank, world
-
-    @staticmethod
-    def batches_per_epoch(n, batch_size, world) -> int:
-        return n // (batch_size * world)
-
-    def __len__(self):
-        return self.batches_per_epoch(self.n, self.b, self.world) - self.start
-
-    def __iter__(self):
-        order = epoch_order(self.n, self.seed, self.epoch, self.shuffle).tolist()
-        gb = self.b * self.world
-        for j in range(self.start, self.batches_per_epoch(self.n, self.b, self.world)):
-            lo = j * gb + self.rank * self.b
-            yield [(self.epoch, i) for i in order[lo : lo + self.b]]
-
-
-def _worker_init(worker_id):  # workers' own global RNGs (items are re-seeded anyway)
-    s = torch.initial_seed() % 2**32
-    random.seed(s)
-    np.random.seed(s)
-
-
-def _num_events(batch) -> int:
-    if isinstance(batch, dict):
-        if "num_events" in batch:
-            v = batch["num_events"]
-            return int(v if not isinstance(v, list) else len(v))
-        if "offset" in batch:
-            return int(len(batch["offset"]))
-    return 0
-
-
-def _to_device(batch, device):
-    if hasattr(batch, "to") and not torch.is_tensor(batch) and isinstance(batch, dict):
-        return batch.to(device)
-    if isinstance(batch, dict):
-        return type(batch)({k: _to_device(v, device) for k, v in batch.items()})
-    if torch.is_tensor(batch):
-        return batch.to(device)
-    return batch
-
-
-# ---------------------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path, state: dict) -> None:
-    """Atomic ``torch.save`` (temp file in the same folder, fsync, rename)."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path) -> dict:
-    """Read a training checkpoint with ``weights_only=True`` (no code can run); clear error otherwise."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle payloads, truncated files
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{path}: not a loadable larpanda checkpoint (refused by weights_only loader: {msg})") from None
-
-
-# ------------------------------------------------------------------------------------------- signals
-
-
-class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop saves ``last.pt`` at the next step boundary and returns."""
-
-    def __init__(self):
-        self.signum = None
-        self._old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:  # second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
-# ----------------------------------------------------------------------------------------------- fit
 
 
 def _device(tcfg) -> torch.device:
@@ -309,44 +125,58 @@ def _autocast(device, amp, amp_cpu=False):
     return contextlib.nullcontext()
 
 
-def fit(task, dataset, cfg: dict, out_dir, resume: bool = False, val_dataset=None, eval_fn=None) -> dict:
-    """Train ``task`` on ``dataset``; write ``out_dir/{metrics.jsonl,config.yaml,checkpoints/last.pt}``.
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop saves ``last.pt`` at the next step boundary and returns."""
 
-    ``cfg`` is a full config (its ``train:`` section is used) or the train section itself; see
-    ``DEFAULTS`` for the keys. Returns ``{"step", "total_steps", "loss", "interrupted", "nonfinite",
-    "amp_skipped", "steps_per_s", "events_per_s", "eval", "checkpoint"}``.
-    """
-    tcfg = train_section(cfg)
-    out = Path(out_dir)
-    ckpt_dir = out / "checkpoints"
-    last = ckpt_dir / "last.pt"
-    D.init_from_env(None if tcfg["device"] in (None, "auto") else str(tcfg["device"]))
-    rank, world = D.rank(), D.world_size()
-    main = rank == 0
-    device = _device(tcfg)
-    seed = int(tcfg["seed"])
-    if tcfg["deterministic"]:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    if last.exists() and not resume:
-        raise UserError(f"{out} already holds a run ({last}); pass --resume to continue it or choose another --out")
+    def __init__(self):
+        self.signum = None
+        self._old = {}
 
-    bs, accum = int(tcfg["batch_size"]), max(1, int(tcfg["accum_steps"]))
-    n = len(dataset)
-    nb = ShardedBatches.batches_per_epoch(n, bs, world)
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _total_steps(tcfg, n: int, bs: int, accum: int, world: int) -> int:
+    nb = n // (bs * world)
     if nb < 1:
         raise UserError(f"the training set has {n} events, fewer than one global batch ({bs} x {world} processes); lower train.batch_size")
     if tcfg["max_steps"]:
-        total = int(tcfg["max_steps"])
-    elif tcfg["epochs"]:
-        total = max(1, int(math.ceil(float(tcfg["epochs"]) * nb / accum)))
-    else:
-        raise UserError("train: set epochs or max_steps")
+        return int(tcfg["max_steps"])
+    if tcfg["epochs"]:
+        return max(1, int(math.ceil(float(tcfg["epochs"]) * nb / accum)))
+    raise UserError("train: set epochs or max_steps")
 
-    task.to(device)
-    if hasattr(task, "setup"):
-        task.setup(total)
+
+class _Schedules:
+    """Per-step lr factor, β1 and weight decay (arrays indexed by the 0-based step)."""
+
+    def __init__(self, tcfg, total: int):
+        self.base_lr, self.cycle_momentum = float(tcfg["lr"]), bool(tcfg["cycle_momentum"])
+        self.lr_f, self.mom = S.one_cycle(total, float(tcfg["pct_start"]), float(tcfg["div_factor"]), float(tcfg["final_div_factor"]))
+        wd0, wd_end = float(tcfg["weight_decay"]), tcfg["weight_decay_end"]
+        self.wd = S.cosine(wd0, float(wd_end), total) if wd_end is not None else S.constant(wd0, total)
+
+    def apply(self, optimizer, t: int) -> None:
+        for g in optimizer.param_groups:
+            g["lr"] = float(self.base_lr * g["lr_scale"] * self.lr_f[t])
+            g["weight_decay"] = float(self.wd[t]) if g["apply_wd"] else 0.0
+            if self.cycle_momentum:
+                g["betas"] = (float(self.mom[t]), g["betas"][1])
+
+
+def _optimizer(task, tcfg):
     base_lr, wd0 = float(tcfg["lr"]), float(tcfg["weight_decay"])
     if hasattr(task, "param_groups"):
         groups = O.normalize_groups(task.param_groups(tcfg), base_lr, wd0)
@@ -354,236 +184,214 @@ def fit(task, dataset, cfg: dict, out_dir, resume: bool = False, val_dataset=Non
         groups = O.param_groups(task, base_lr, wd0, float(tcfg["layer_decay"]))
     if not groups:
         raise UserError("the task has no trainable parameters")
-    optimizer = O.build_optimizer(groups, base_lr)
+    return O.build_optimizer(groups, base_lr)
+
+
+def optimizer_step(task, optimizer, scaler, stream, t: int, tcfg, device, counters: dict) -> dict:
+    """One optimizer step t over ``accum_steps`` micro-batches of ``stream``; updates ``counters`` (micro,
+    non-finite and AMP-overflow counts) and returns the step's log record fields."""
+    accum, use_fp16 = max(1, int(tcfg["accum_steps"])), scaler.is_enabled()
+    optimizer.zero_grad(set_to_none=True)
+    finite, events, logs, loss_sum, epoch = True, 0, {}, 0.0, 0
+    for _ in range(accum):
+        epoch, batch = next(stream)
+        counters["micro"] += 1
+        events += num_events(batch)
+        with _autocast(device, tcfg["amp"], tcfg["amp_cpu"]):
+            loss, step_logs = task.training_step(to_device(batch, device), t)
+        if not bool(torch.isfinite(loss.detach()).all()):
+            finite = False
+            continue
+        scaler.scale(loss / accum).backward()
+        loss_sum += float(loss.detach()) / accum
+        for k, v in (step_logs or {}).items():
+            logs[k] = logs.get(k, 0.0) + float(v) / accum
+    rec = {"epoch": epoch, "events": events * D.world_size()}
+    if D.any_flag(not finite, device):  # no update on any rank
+        optimizer.zero_grad(set_to_none=True)
+        counters["nonfinite_total"] += 1
+        counters["nonfinite_run"] += 1
+        return {**rec, "nonfinite": True}
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    lr_f, mom = S.one_cycle(total, float(tcfg["pct_start"]), float(tcfg["div_factor"]), float(tcfg["final_div_factor"]))
-    wd_end = tcfg["weight_decay_end"]
-    wd = S.cosine(wd0, float(wd_end), total) if wd_end is not None else S.constant(wd0, total)
-    use_fp16 = device.type == "cuda" and str(tcfg["amp"]).lower() in ("fp16", "float16", "half")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
+    D.all_reduce_grads(params)
+    scaler.unscale_(optimizer)
+    clip = tcfg["grad_clip"]
+    gn = torch.nn.utils.clip_grad_norm_(params, float(clip) if clip else float("inf"))
+    scale_before = scaler.get_scale() if use_fp16 else None
+    scaler.step(optimizer)
+    scaler.update()
+    if use_fp16 and scaler.get_scale() < scale_before:
+        counters["amp_skipped"] += 1
+        rec["amp_overflow"] = True
+    if hasattr(task, "on_step_end"):
+        task.on_step_end(t, counters["total"])
+    counters["nonfinite_run"] = 0
+    return {**rec, "loss": loss_sum, **logs, "grad_norm": float(gn)}
 
-    done, micro, nonfinite_total, nonfinite_run, amp_skipped = 0, 0, 0, 0, 0
-    if resume and last.exists():
-        ck = load_checkpoint(last)
-        if ck.get("format") != CKPT_FORMAT:
-            raise UserError(f"{last}: unknown checkpoint format {ck.get('format')!r}")
-        if int(ck["total_steps"]) != total or int(ck["global_batch"]) != bs * world:
-            raise UserError(
-                f"{last}: run was {ck['total_steps']} steps at global batch {ck['global_batch']}, "
-                f"this config gives {total} at {bs * world}; resume with the same config"
-            )
-        task.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scaler.load_state_dict(ck["scaler"])
-        if hasattr(task, "load_extra_state") and "extra" in ck:
-            task.load_extra_state(ck["extra"])
-        done, micro = int(ck["step"]), int(ck["micro"])
-        c = ck["counters"]
-        nonfinite_total, nonfinite_run, amp_skipped = c["nonfinite_total"], c["nonfinite_run"], c["amp_skipped"]
-        rngs = ck["rng"]
-        set_rng_state(rngs[rank] if len(rngs) == world else rngs[0])
+
+class _Validation:
+    """Evaluates on the validation set (rank 0), logs it, keeps the best model and decides early stopping."""
+
+    def __init__(self, task, tcfg, val_dataset, eval_fn, ckpt: Checkpointer, log: RunLog, counters: dict):
+        self.task, self.val_dataset, self.eval_fn, self.ckpt, self.log = task, val_dataset, eval_fn, ckpt, log
+        self.metric, self.patience = tcfg["select_metric"], int(tcfg["patience"] or 0)
+        self.counters, self.last = counters, {}
+        counters.setdefault("best_value", None)
+        counters.setdefault("best_step", None)
+        counters.setdefault("evals_since_best", 0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.eval_fn is not None and self.val_dataset is not None
+
+    def __call__(self, step: int) -> bool:
+        """Evaluate at ``step``; True when training should stop (patience exhausted, same on every rank)."""
+        if not self.enabled:
+            return False
+        c, stop = self.counters, False
+        if D.rank() == 0:
+            self.task.eval()
+            with torch.no_grad():
+                self.last = {k: float(v) for k, v in dict(self.eval_fn(self.task, self.val_dataset)).items()}
+            self.task.train()
+            self.log.write({"step": step, "split": "val", **self.last})
+            if self.metric:
+                value = self.last.get(self.metric)
+                if value is None:
+                    raise UserError(f"train.select_metric {self.metric!r} is not among the validation metrics "
+                                    f"({', '.join(sorted(self.last))})")
+                if c["best_value"] is None or value > c["best_value"]:
+                    c["best_value"], c["best_step"], c["evals_since_best"] = value, step, 0
+                    self.ckpt.save_best(self.task, step, self.metric, value)
+                else:
+                    c["evals_since_best"] += 1
+                stop = bool(self.patience and c["evals_since_best"] >= self.patience)
+        D.barrier()
+        return D.any_flag(stop)
+
+    def restore_best(self) -> dict | None:
+        """Load the best model into the task (every rank) when one was kept; returns its record."""
+        if not (self.enabled and self.metric) or not self.ckpt.best.exists():
+            return None
+        return self.ckpt.load_best(self.task)
+
+
+def _set_deterministic() -> None:
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+def _start(task, optimizer, scaler, ckpt: Checkpointer, resume: bool, seed: int, total: int, global_batch: int) -> dict:
+    """The run's counters: restored from ``last.pt`` when resuming, else fresh (RNGs seeded, every rank
+    starting from rank 0's parameters)."""
+    counters = {"step": 0, "micro": 0, "nonfinite_total": 0, "nonfinite_run": 0, "amp_skipped": 0}
+    if resume and ckpt.last.exists():
+        counters.update(ckpt.restore(task, optimizer, scaler, total, global_batch))
     else:
-        if resume and main:
-            print(f"larpanda: no checkpoint in {ckpt_dir}; starting a new run", file=sys.stderr)
-        _seed_all(seed + rank)
-        if D.is_dist():  # identical start on every rank
-            for t in list(task.parameters()) + list(task.buffers()):
-                torch.distributed.broadcast(t.data, 0)
+        if resume and D.rank() == 0:
+            print(f"larpanda: no checkpoint in {ckpt.dir}; starting a new run", file=sys.stderr)
+        _seed_all(seed + D.rank())
+        if D.is_dist():
+            for p in list(task.parameters()) + list(task.buffers()):
+                torch.distributed.broadcast(p.data, 0)
+    counters["total"] = total
+    return counters
 
-    metrics_path = out / "metrics.jsonl"
-    if main and tcfg["_unknown"]:
-        print(f"larpanda: warning: unknown train keys ignored: {', '.join(map(str, tcfg['_unknown']))}", file=sys.stderr)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg if "train" in cfg else {"train": {k: v for k, v in tcfg.items() if not k.startswith("_")}}, out / "config.yaml")
-        if done > 0 and metrics_path.exists():  # drop records written after the checkpoint
-            keep = [ln for ln in metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= done]
-            metrics_path.write_text("".join(k + "\n" for k in keep))
-        elif done == 0 and metrics_path.exists():
-            metrics_path.unlink()
-    mfile = open(metrics_path, "a") if main else None
-    tb = None
-    if main and tcfg["tensorboard"]:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
 
-            tb = SummaryWriter(str(out / "tensorboard"))
-        except Exception:
-            tb = None
-    progress = tcfg["progress"]
-    if progress is None:
-        progress = sys.stderr.isatty()
-    bar = None
-    if main and progress:
-        from tqdm import tqdm
+def _check_nonfinite(log: RunLog, counters: dict, tcfg, epoch: int, t: int) -> None:
+    """Warn about a skipped update; raise `NumericalError` after ``max_nonfinite`` in a row."""
+    log.warn(f"warning: non-finite loss at step {t}; update skipped ({counters['nonfinite_run']} in a row)")
+    if counters["nonfinite_run"] >= int(tcfg["max_nonfinite"]):
+        log.write({"step": t + 1, "epoch": epoch, "nonfinite": True, "nonfinite_total": counters["nonfinite_total"]})
+        raise NumericalError(
+            f"training stopped at step {t + 1}: {counters['nonfinite_run']} non-finite losses in a row "
+            f"(train.max_nonfinite={tcfg['max_nonfinite']}); lower train.lr, enable train.grad_clip, or check the input data")
 
-        bar = tqdm(total=total, initial=done, dynamic_ncols=True, desc="train", file=sys.stderr)
 
-    items = _SeededItems(dataset, seed)
+def fit(task, dataset, cfg: dict, out_dir, resume: bool = False, val_dataset=None, eval_fn=None) -> dict:
+    """Train ``task`` on ``dataset``; write ``out_dir/{metrics.jsonl,config.yaml,checkpoints/}``.
+
+    ``cfg`` is a full config (its ``train:`` section is used) or the train section itself; see
+    ``DEFAULTS`` for the keys. Returns ``{"step", "total_steps", "loss", "logs", "interrupted",
+    "stopped_early", "best", "nonfinite", "amp_skipped", "steps_per_s", "events_per_s", "eval", "checkpoint"}``.
+    """
+    tcfg = train_section(cfg)
+    D.init_from_env(None if tcfg["device"] in (None, "auto") else str(tcfg["device"]))
+    world, device, seed = D.world_size(), _device(tcfg), int(tcfg["seed"])
+    if tcfg["deterministic"]:
+        _set_deterministic()
+    ckpt = Checkpointer(Path(out_dir) / "checkpoints", tcfg["ckpt_keep_every"])
+    if ckpt.last.exists() and not resume:
+        raise UserError(f"{out_dir} already holds a run ({ckpt.last}); pass --resume to continue it or choose another --out")
+    bs, accum = int(tcfg["batch_size"]), max(1, int(tcfg["accum_steps"]))
+    total = _total_steps(tcfg, len(dataset), bs, accum, world)
+
+    task.to(device)
+    if hasattr(task, "setup"):
+        task.setup(total)
+    optimizer = _optimizer(task, tcfg)
+    sched = _Schedules(tcfg, total)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and str(tcfg["amp"]).lower() in ("fp16", "float16", "half"))
+    counters = _start(task, optimizer, scaler, ckpt, resume, seed, total, bs * world)
+
     collate_fn = getattr(task, "collate_fn", None)
     if collate_fn is None:
         from ..data.point import collate as collate_fn
-
-    def batches_from(m):
-        while True:
-            epoch, start = divmod(m, nb)
-            sampler = ShardedBatches(n, bs, seed, epoch, start, bool(tcfg["shuffle"]), rank, world)
-            nw = int(tcfg["num_workers"])
-            loader = torch.utils.data.DataLoader(
-                items, batch_sampler=sampler, collate_fn=collate_fn, num_workers=nw,
-                worker_init_fn=_worker_init if nw else None,
-                generator=torch.Generator().manual_seed(seed * 7919 + epoch),
-                persistent_workers=False, pin_memory=device.type == "cuda",
-            )
-            for b in loader:
-                yield epoch, b
-            m = (epoch + 1) * nb
-
-    stream = batches_from(micro)
-
-    def checkpoint(step_done):
-        rngs = D.all_gather_object(rng_state())
-        if not main:
-            return
-        state = {
-            "format": CKPT_FORMAT, "step": step_done, "micro": micro, "total_steps": total,
-            "global_batch": bs * world, "world_size": world,
-            "model": task.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "counters": {"nonfinite_total": nonfinite_total, "nonfinite_run": nonfinite_run, "amp_skipped": amp_skipped},
-            "rng": rngs,
-        }
-        if hasattr(task, "extra_state"):
-            state["extra"] = task.extra_state()
-        save_checkpoint(last, state)
-        k = int(tcfg["ckpt_keep_every"] or 0)
-        if k and step_done % k == 0:
-            save_checkpoint(ckpt_dir / f"step_{step_done}.pt", state)
-
-    def log(rec):
-        if not main:
-            return
-        mfile.write(json_text(rec) + "\n")  # strict JSON: a NaN log value is written as null
-        mfile.flush()
-        if tb is not None:
-            for k, v in rec.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    tb.add_scalar(k, v, rec["step"])
-
-    eval_res = {}
-
-    def evaluate(step_done):
-        nonlocal eval_res
-        if eval_fn is None or val_dataset is None:
-            return
-        if main:
-            task.eval()
-            with torch.no_grad():
-                eval_res = {k: float(v) for k, v in dict(eval_fn(task, val_dataset)).items()}
-            task.train()
-            log({"step": step_done, "split": "val", **eval_res})
-        D.barrier()
-
+    stream = batch_stream(dataset, bs, seed, counters["micro"], collate_fn, shuffle=bool(tcfg["shuffle"]),
+                          num_workers=int(tcfg["num_workers"]), rank=D.rank(), world=world,
+                          pin_memory=device.type == "cuda")
+    log = RunLog(out_dir, cfg, tcfg, D.rank() == 0, counters["step"], total)
+    validate = _Validation(task, tcfg, val_dataset, eval_fn, ckpt, log, counters)
+    save = lambda: ckpt.save(task, optimizer, scaler, counters, total, bs * world)  # noqa: E731
     task.train()
-    loss_val, logs = float("nan"), {}
+    loss_val, logs, interrupted, stopped_early = float("nan"), {}, False, False
     t_start, ev_total, steps_run = time.perf_counter(), 0, 0
-    interrupted = False
     try:
         with _StopFlag() as stop:
-            while done < total:
+            while counters["step"] < total:
                 if D.any_flag(stop.signum is not None):
                     interrupted = True
-                    checkpoint(done)
-                    if main:
-                        print(f"larpanda: stopped by signal at step {done}/{total}; saved {last}", file=sys.stderr)
+                    save()
+                    log.warn(f"stopped by signal at step {counters['step']}/{total}; saved {ckpt.last}")
                     break
-                t = done
-                for gi, g in enumerate(optimizer.param_groups):
-                    g["lr"] = float(base_lr * g["lr_scale"] * lr_f[t])
-                    g["weight_decay"] = float(wd[t]) if g["apply_wd"] else 0.0
-                    if tcfg["cycle_momentum"]:
-                        g["betas"] = (float(mom[t]), g["betas"][1])
-                optimizer.zero_grad(set_to_none=True)
+                t = counters["step"]
+                sched.apply(optimizer, t)
                 t0 = time.perf_counter()
-                finite, ev, logs_sum, loss_sum = True, 0, {}, 0.0
-                epoch = 0
-                for _ in range(accum):
-                    epoch, batch = next(stream)
-                    micro += 1
-                    ev += _num_events(batch)
-                    batch = _to_device(batch, device)
-                    with _autocast(device, tcfg["amp"], tcfg["amp_cpu"]):
-                        loss, step_logs = task.training_step(batch, t)
-                    if not bool(torch.isfinite(loss.detach()).all()):
-                        finite = False
-                        continue
-                    scaler.scale(loss / accum).backward()
-                    loss_sum += float(loss.detach()) / accum
-                    for k, v in (step_logs or {}).items():
-                        logs_sum[k] = logs_sum.get(k, 0.0) + float(v) / accum
-                finite = not D.any_flag(not finite, device)
-                rec_extra = {}
-                if finite:
-                    D.all_reduce_grads(params)
-                    scaler.unscale_(optimizer)
-                    clip = tcfg["grad_clip"]
-                    gn = torch.nn.utils.clip_grad_norm_(params, float(clip) if clip else float("inf"))
-                    scale_before = scaler.get_scale() if use_fp16 else None
-                    scaler.step(optimizer)
-                    scaler.update()
-                    if use_fp16 and scaler.get_scale() < scale_before:
-                        amp_skipped += 1
-                        rec_extra["amp_overflow"] = True
-                    if hasattr(task, "on_step_end"):
-                        task.on_step_end(t, total)
-                    nonfinite_run = 0
-                    loss_val, logs = loss_sum, logs_sum
-                    rec_extra["grad_norm"] = float(gn)
-                else:
-                    optimizer.zero_grad(set_to_none=True)
-                    nonfinite_total += 1
-                    nonfinite_run += 1
-                    rec_extra["nonfinite"] = True
-                    if main:
-                        print(f"larpanda: warning: non-finite loss at step {t}; update skipped ({nonfinite_run} in a row)", file=sys.stderr)
-                done += 1
+                rec = optimizer_step(task, optimizer, scaler, stream, t, tcfg, device, counters)
                 dt = time.perf_counter() - t0
-                ev_global = ev * world
-                ev_total += ev_global
-                steps_run += 1
-                if not finite and nonfinite_run >= int(tcfg["max_nonfinite"]):
-                    log({"step": done, "epoch": epoch, "nonfinite": True, "nonfinite_total": nonfinite_total})
-                    raise NumericalError(
-                        f"training stopped at step {done}: {nonfinite_run} non-finite losses in a row "
-                        f"(train.max_nonfinite={tcfg['max_nonfinite']}); lower train.lr, enable train.grad_clip, or check the input data"
-                    )
-                if done % int(tcfg["log_every"]) == 0 or done == total or done == 1 or not finite:
-                    rec = {
-                        "step": done, "epoch": epoch, "lr": float(base_lr * lr_f[t]), "wd": float(wd[t]),
-                        "loss": loss_sum if finite else None, **(logs_sum if finite else {}), **rec_extra,
-                        "events_per_s": ev_global / dt if dt > 0 else None, "step_time_s": dt,
-                        "nonfinite_total": nonfinite_total, "amp_skipped": amp_skipped,
-                    }
-                    log(rec)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_val:.4f}", ev_s=f"{ev_global / dt:.1f}" if dt > 0 else "-")
+                counters["step"] = done = t + 1
+                step_events = rec.pop("events")
+                ev_total, steps_run = ev_total + step_events, steps_run + 1
+                events_per_s = step_events / dt if dt > 0 else None
+                if rec.get("nonfinite"):
+                    _check_nonfinite(log, counters, tcfg, rec["epoch"], t)
+                else:
+                    loss_val, logs = rec["loss"], {k: v for k, v in rec.items() if k not in ("epoch", "loss", "grad_norm", "amp_overflow")}
+                if done % int(tcfg["log_every"]) == 0 or done == total or done == 1 or rec.get("nonfinite"):
+                    log.write({"step": done, "epoch": rec["epoch"], "lr": float(sched.base_lr * sched.lr_f[t]),
+                               "wd": float(sched.wd[t]), "loss": rec.get("loss"), **{k: v for k, v in rec.items() if k not in ("epoch", "loss")},
+                               "events_per_s": events_per_s, "step_time_s": dt,
+                               "nonfinite_total": counters["nonfinite_total"], "amp_skipped": counters["amp_skipped"]})
+                log.progress(loss_val, events_per_s)
                 if done % int(tcfg["ckpt_every"]) == 0 or done == total:
-                    checkpoint(done)
-                if tcfg["eval_every"] and done % int(tcfg["eval_every"]) == 0 and done < total:
-                    evaluate(done)
+                    save()
+                if tcfg["eval_every"] and done % int(tcfg["eval_every"]) == 0 and done < total and validate(done):
+                    stopped_early = True
+                    save()
+                    log.warn(f"early stop at step {done}/{total}: no better val {tcfg['select_metric']} in "
+                             f"{tcfg['patience']} evaluations (best {counters['best_value']:.4f} at step {counters['best_step']})")
+                    break
             else:
-                evaluate(done)
+                validate(counters["step"])
     finally:
-        if bar is not None:
-            bar.close()
-        if mfile is not None:
-            mfile.close()
-        if tb is not None:
-            tb.close()
+        log.close()
+    best = None if interrupted else validate.restore_best()
     wall = time.perf_counter() - t_start
     return {
-        "step": done, "total_steps": total, "loss": loss_val, "logs": logs, "interrupted": interrupted,
-        "nonfinite": nonfinite_total, "amp_skipped": amp_skipped,
+        "step": counters["step"], "total_steps": total, "loss": loss_val, "logs": logs, "interrupted": interrupted,
+        "stopped_early": stopped_early, "best": best,
+        "nonfinite": counters["nonfinite_total"], "amp_skipped": counters["amp_skipped"],
         "steps_per_s": steps_run / wall if wall > 0 else None, "events_per_s": ev_total / wall if wall > 0 else None,
-        "eval": eval_res, "checkpoint": str(last),
+        "eval": validate.last, "checkpoint": str(ckpt.last),
     }

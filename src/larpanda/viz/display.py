@@ -3,7 +3,7 @@
 * ``event_figure(event_or_arrays, color_by=..., title=...)``: 3D scatter of one event, one trace per
   category so that a legend click toggles a class / particle / interaction; equal aspect (voxel units).
 * ``stats_report(path_or_events, out_html)``: a self-contained page with a few events coloured by
-  semantic class, particle and interaction, plus histograms of the spec-data §3 statistics
+  semantic class, particle and interaction, plus histograms of the PILArNet-M statistics (docs/model.md §5.7)
   (used by ``larpanda info --plot``).
 """
 
@@ -189,7 +189,7 @@ def stats_report(path_or_events, out_html, n_display: int = 3, max_events: int =
 .grid2{{display:grid;grid-template-columns:repeat(2,1fr);gap:8px}} pre{{background:#f6f6f6;padding:8px;font-size:12px}}</style>
 </head><body><h1>{html.escape(title or "Event statistics")}</h1><p>{html.escape(name)}: {len(events)} events.
 Colours: semantic class, particle instance, interaction; click a legend entry to hide it.</p>
-{"".join(parts)}<h2>Statistics (spec-data §3)</h2><div class="grid2">{stats}</div>
+{"".join(parts)}<h2>Statistics (docs/model.md §5.7)</h2><div class="grid2">{stats}</div>
 <h2>Targets vs measured</h2><pre>{tbl}</pre></body></html>"""
     out = Path(out_html)
     atomic_write_text(out, page)

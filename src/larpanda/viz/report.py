@@ -195,7 +195,7 @@ def label_efficiency_section(rows, metric: str = "miou") -> Section:
             cells.append(f"<b>{v}</b>{sub}" if strong else f"{v}{sub}")
         body_rows.append(cells)
     table = _table(["mode"] + [f"{_frac_label(f)} labels" for f in fracs], body_rows, "num")
-    note = ('<p class="muted small">mIoU (%) on the test set, pooled over all points (spec-data §6.1); bold = best '
+    note = ('<p class="muted small">mIoU (%) on the test set, pooled over all points (docs/design.md §7.1); bold = best '
             "per column; the smaller line is macro-F1 (%). Label fraction = fraction of training events "
             "whose labels are used (nested subsets).</p>")
     fig = plots.label_efficiency_figure(rows, metric)
@@ -285,7 +285,7 @@ def panoptic_section(rows) -> Section | None:
         body.append([desc] + [_num(r.get(k)) for k, _ in keys])
     parts = [f'<div>{_table(["level"] + [n for _, n in keys], body, "num")}'
              '<p class="muted small">Detection: predicted and true instances matched one-to-one at IoU ≥ 0.5 '
-             "(spec-data §6.2), counts pooled over events; ARI per event (points predicted as LED dropped), "
+             "(docs/design.md §7.2), counts pooled over events; ARI per event (points predicted as LED dropped), "
              "averaged over events. Fractions 0..1.</p></div>"]
     for r in rows:
         if r.get("pid_confusion"):

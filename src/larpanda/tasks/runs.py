@@ -1,0 +1,58 @@
+"""The skeleton shared by ``larpanda train semantic`` and ``larpanda train panoptic``: config and seed,
+the labelled subset and the validation set, `larpanda.train.fit` with validation, then ``OUT/weights``,
+``OUT/val_metrics.json`` and ``OUT/summary.json``. Each task supplies its model and its ``evaluate_model``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..atomic import atomic_write_json
+from .common import labelled_dataset, load_task_config, make_dataset
+
+
+def task_config(args, kind: str, default: str) -> tuple[dict, int]:
+    """The task config (preset or YAML ``--config``, ``--set`` overrides) and the run's seed."""
+    cfg = load_task_config(kind, args.config, args.overrides, default=default)
+    train = cfg.setdefault("train", {})
+    seed = int(args.seed if args.seed is not None else train.get("seed", 0))
+    train["seed"] = seed
+    if args.quiet:
+        train["progress"] = False
+    return cfg, seed
+
+
+def run_datasets(args, cfg: dict, seed: int):
+    """(all training events, the labelled subset, the validation set or None). A labelled subset smaller
+    than one batch (1 % of a small training set can be 1 to 3 events) becomes the batch."""
+    data_cfg = cfg.get("data", {})
+    full = make_dataset(args.data, data_cfg, train=True, seed=seed, max_events=args.max_events)
+    train_set = labelled_dataset(full, args.label_fraction, seed)
+    if len(train_set) < int(cfg["train"].get("batch_size", 4)):
+        cfg["train"]["batch_size"] = len(train_set)
+    val_set = make_dataset(args.val_data, data_cfg, train=False) if args.val_data else None
+    return full, train_set, val_set
+
+
+def train_and_save(model, cfg: dict, args, train_set, val_set, evaluate, val_keys) -> dict:
+    """Fit ``model`` (validated with ``evaluate(model, dataset, batch_size, max_events)`` every
+    ``train.eval_every`` steps; the best model by ``train.select_metric`` is the one saved), save the weights
+    and the final validation metrics; returns the run summary."""
+    from ..io import save_model
+    from ..train import fit
+
+    ev = cfg.get("eval", {})
+    batch_size, max_events = int(ev.get("batch_size", 4)), ev.get("max_events")
+
+    def eval_fn(task, dataset):
+        return {k: v for k, v in evaluate(task, dataset, batch_size, max_events).items() if isinstance(v, float)}
+
+    result = fit(model, train_set, cfg, args.out, resume=args.resume, val_dataset=val_set, eval_fn=eval_fn)
+    out = Path(args.out)
+    save_model(model, out / "weights")
+    summary = {"run": cfg["run"], "fit": {k: v for k, v in result.items() if k != "eval"}}
+    if val_set is not None:
+        metrics = evaluate(model, val_set, batch_size, None)
+        atomic_write_json(out / "val_metrics.json", metrics)
+        summary["val"] = {k: metrics[k] for k in val_keys if k in metrics}
+    atomic_write_json(out / "summary.json", summary)
+    return summary
