@@ -56,14 +56,15 @@ def test_quick_demo_results_json(quick):
     assert {(r["mode"], r["label_fraction"]) for r in sem} == GRID and len(sem) == len(GRID)
     for r in sem:
         assert isinstance(r["pretrained"], bool) and r["pretrained"] == (r["mode"] != "scratch"), r
-        for k in ("miou", "macro_f1"):
+        for k in ("mIoU", "macro_F1", "allAcc"):  # the metric names of metrics/semantic.py
             assert isinstance(r[k], float) and 0.0 <= r[k] <= 1.0, (k, r)
-        assert set(r["per_class_iou"]) == set(CLASSES), r["per_class_iou"]
-        for c, v in r["per_class_iou"].items():
+        per_class = {k[len("IoU_"):]: v for k, v in r.items() if k.startswith("IoU_")}
+        assert set(per_class) == set(CLASSES), per_class
+        for c, v in per_class.items():
             assert v is None or 0.0 <= v <= 1.0, (c, v)
         # mIoU is the mean of the defined class IoUs
-        ious = [v for v in r["per_class_iou"].values() if v is not None]
-        assert abs(r["miou"] - sum(ious) / len(ious)) < 1e-6, r
+        ious = [v for v in per_class.values() if v is not None]
+        assert abs(r["mIoU"] - sum(ious) / len(ious)) < 1e-6, r
         assert r["test_events"] == 8
     # nested label subsets: 1 / 10 / 100 % of the 40 training events
     lab = {r["label_fraction"]: r["labelled_events"] for r in sem if r["mode"] == "linear"}
@@ -120,7 +121,7 @@ def test_quick_demo_report_is_self_contained(quick):
         assert f'id="{anchor}"' in html, anchor
     res = _strict_json((out / "results.json").read_text())
     lin = next(r for r in res["semantic"] if r["mode"] == "linear" and r["label_fraction"] == 0.01)
-    assert f"{100 * lin['miou']:.1f}" in html  # the table shows the measured numbers
+    assert f"{100 * lin['mIoU']:.1f}" in html  # the table shows the measured numbers
 
 
 def test_rerun_skips_finished_steps(quick):

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .atomic import atomic_write_json
+from .constants import ENERGY_THRESHOLD_MEV, MIN_RAW_POINTS, PID_CLASSES
 from .errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -143,15 +144,14 @@ class Demo:
         return runs
 
     def semantic(self, mode: str, frac: float) -> dict:
-        from .tasks.study import semantic_run
-        from .viz.report import semantic_row
+        from .tasks.study import PRETRAINED_MODES, semantic_row, semantic_run
 
         sc = self.cfg["semantic"]
         run = self.out / "semantic" / f"{mode}_{frac:g}"
-        pretrained = mode in ("linear", "decoder", "full")
+        pretrained = mode in PRETRAINED_MODES
         summary, metrics, train_s = semantic_run(
             run, mode, frac, [self.split_file("train")], [self.split_file("val")], self._dataset("test"),
-            weights=self.backbone if pretrained else None, seed=int(self.cfg.get("seed", 0)),
+            weights=self.backbone if pretrained else None, seed=int(self.cfg.get("seed", 0)), config=sc.get("config"),
             extra_args=_sets(sc.get("set")) + _sets((sc.get("mode_set") or {}).get(mode)), quiet=self.quiet,
             max_test_events=self.cfg.get("eval", {}).get("max_test_events"))
         return semantic_row(metrics, mode, frac, pretrained, run=str(run.relative_to(self.out)), train_s=train_s,
@@ -160,13 +160,13 @@ class Demo:
                             labelled_events=summary["run"].get("labelled_events"), test_events=metrics.get("num_events"),
                             **({"backbone": str(self.backbone.relative_to(self.out))} if pretrained else {}))
 
-    def _dataset(self, split: str, energy_threshold: float = 0.13):
+    def _dataset(self, split: str, energy_threshold: float = ENERGY_THRESHOLD_MEV):
         """Evaluation dataset of ``split`` (events with >= ``eval.min_points`` raw points, energy cut)."""
         from .tasks.common import make_dataset
 
         return make_dataset([str(self.split_file(split))],
                             {"energy_threshold": energy_threshold,
-                             "min_points": int(self.cfg.get("eval", {}).get("min_points", 1024))}, train=False)
+                             "min_points": int(self.cfg.get("eval", {}).get("min_points", MIN_RAW_POINTS))}, train=False)
 
     def panoptic(self, level: str) -> dict:
         from .tasks.panoptic import evaluate_model
@@ -207,8 +207,6 @@ class Demo:
         if "pid_macro_f1" in m:
             row["pid_f1"] = m["pid_macro_f1"]
         if "pid_confusion" in m:
-            from .data.event import PID_CLASSES
-
             row["pid_classes"] = list(PID_CLASSES[: len(m["pid_confusion"])])
         return row
 
@@ -231,7 +229,7 @@ class Demo:
         if sem_rows:
             f0 = min(r["label_fraction"] for r in sem_rows)
             pick = max((r for r in sem_rows if r["label_fraction"] == f0 and r.get("pretrained")),
-                       key=lambda r: r["miou"], default=None) or max(sem_rows, key=lambda r: r["miou"])
+                       key=lambda r: r["mIoU"], default=None) or max(sem_rows, key=lambda r: r["mIoU"])
             from .tasks.weights import load_task_model
 
             sem_model = (load_task_model(self.out / pick["run"] / "weights", "semantic"), pick)
@@ -262,7 +260,7 @@ class Demo:
                     d["pred"]["segment_pid"] = p["pid"]
             if backbone is not None:
                 d["features"] = backbone.embed(ev)
-                d["feature_index"] = np.sort(prepare(ev, energy_threshold=0.13)["index"])
+                d["feature_index"] = np.sort(prepare(ev, energy_threshold=ENERGY_THRESHOLD_MEV)["index"])
             out.append(d)
         return out
 
@@ -283,7 +281,7 @@ def run_demo(out, quick: bool = False, config=None, overrides=None, workers: int
     A call that finds every step done (and ``results.json`` + ``report.html`` written) re-runs nothing and
     returns the stored results."""
     from .config import apply_overrides, load_config, save_config
-    from .viz import report
+    from .viz import report, sections
 
     t_start = time.perf_counter()
     cfg = load_config(config or ("quick" if quick else "default"), "demo")
@@ -323,8 +321,8 @@ def run_demo(out, quick: bool = False, config=None, overrides=None, workers: int
         "panoptic": panoptic,
         "timings_s": timings,
         "timings_cpu_s": cpu,
-        "versions": report.versions(),
-        "machine": report.machine_info(),
+        "versions": sections.versions(),
+        "machine": sections.machine_info(),
         "config": cfg,
         "quick": bool(quick),
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

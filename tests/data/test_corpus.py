@@ -128,13 +128,36 @@ def test_cli_subprocess_one_line_no_traceback(cases):
 
 
 def test_worker_error_is_one_clean_line(cases):
-    from larpanda.data import make_loader
+    import itertools
+
+    from larpanda.data import collate
+    from larpanda.train.data import batch_stream
 
     c = cases["nan_energy"]
     ds = PILArNetDataset(c.path, min_points=0)
-    loader = make_loader(ds, batch_size=3, shuffle=False, num_workers=1)
     with pytest.raises(DataError) as ei:
-        list(loader)
+        list(itertools.islice(batch_stream(ds, 3, 0, 0, collate, shuffle=False, num_workers=1), 2))
     msg = str(ei.value)
     assert "\n" not in msg and "Traceback" not in msg
     assert msg.startswith(f"{c.path} event 1: point: non-finite energy")
+
+
+@pytest.mark.parametrize("name", [n for n in ERROR_NAMES if n not in ALL_BAD])
+def test_error_cases_batched_like_per_event(cases, name):
+    """A training batch (`PILArNetDataset.get_batch`) holding a bad event raises the per-event error, or with
+    skip_bad_events replaces and counts it exactly as the per-event path does."""
+    c = cases[name]
+    if c.event is None:
+        return
+    ds = PILArNetDataset(c.path, min_points=0)
+    with pytest.raises(DataError) as ei:
+        ds.get_batch(range(len(ds)))
+    with pytest.raises(DataError) as ej:
+        [ds[i] for i in range(len(ds))]
+    assert str(ei.value) == str(ej.value)
+    ds = PILArNetDataset(c.path, min_points=0, skip_bad_events=True)
+    batch = ds.get_batch(range(len(ds)))
+    ref = PILArNetDataset(c.path, min_points=0, skip_bad_events=True)
+    items = [ref[i] for i in range(len(ref))]
+    assert batch["event_index"].tolist() == [int(it["event_index"][0]) for it in items]
+    assert int(batch["skipped"].sum()) == sum(int(it["skipped"][0]) for it in items) >= 1

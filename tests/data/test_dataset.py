@@ -1,16 +1,21 @@
-"""PILArNetDataset / EventShardSampler / make_loader: index, cuts, min_points, sharding, determinism."""
+"""PILArNetDataset and the training batches (`train.data.batch_stream`): index, cuts, min_points,
+batched reads equal to collated items, DDP sharding, workers, determinism, bad events."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
 import torch
 
 from larpanda.bench.loader import synthetic_event
-from larpanda.data import EventShardSampler, PILArNetDataset, collate, make_loader, pilarnet
-from larpanda.data.dataset import find_files, set_loader_epoch
+from larpanda.data import PILArNetDataset, collate, pilarnet
+from larpanda.data.dataset import find_files
 from larpanda.data.event import Event
+from larpanda.data.transforms import AUGMENT_PRETRAIN, prepare
 from larpanda.errors import DataError
+from larpanda.train.data import ShardedBatches, batch_stream, epoch_order
 
 SIZES = [1100, 500, 1300, 1024, 1023, 2000]  # raw points per event
 
@@ -52,14 +57,24 @@ def test_item_is_cut_and_transformed(root):
     np.testing.assert_array_equal(item["segment_pid"], ev.segment_pid[item["index"]])
 
 
-def test_get_batch_equals_collated_items(root):
-    root, _ = root
-    ds = PILArNetDataset(root, split="train")
-    a = ds[[0, 1, 2, 4]]
-    b = collate([ds[i] for i in [0, 1, 2, 4]])
+def _assert_same(a, b):
     assert set(a) == set(b)
     for k in b:
-        assert torch.equal(a[k], b[k]), k
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("augment", [None, AUGMENT_PRETRAIN])
+def test_get_batch_equals_collated_items(root, augment):
+    root, _ = root
+    ds = PILArNetDataset(root, split="train", augment=augment, seed=4)
+    n = len(ds)
+    for idx in ([0, 1, 2, 4], [4, 0, 3], [2, 2], [n + 1, 2 * n + 1, 3]):  # any order, repeats, epochs
+        _assert_same(ds[idx], collate([ds[i] for i in idx]))
+    if augment:  # epoch e of event i: its own augmentation, the same in any batch
+        assert not torch.equal(ds[[1]]["coord"], ds[[n + 1]]["coord"])
+    # a custom transform takes the per-event path (same RNG per event): here the same numbers
+    custom = PILArNetDataset(root, split="train", augment=augment, seed=4, transform=lambda ev, **kw: prepare(ev, **kw))
+    _assert_same(custom.get_batch([0, 3, n + 4]), ds.get_batch([0, 3, n + 4]))
 
 
 def test_after_cut_min_points_takes_next_event(root):
@@ -72,69 +87,54 @@ def test_after_cut_min_points_takes_next_event(root):
     assert ds[0]["event_index"].tolist() == [0]
 
 
-@pytest.mark.parametrize("n,pad", [(10, True), (11, False)])
-def test_two_ranks_cover_every_event_once(n, pad):
-    shards = [list(EventShardSampler(n, num_replicas=2, rank=r, shuffle=True, seed=3, pad=pad)) for r in (0, 1)]
-    assert sorted(shards[0] + shards[1]) == list(range(n))
-    assert len(shards[0]) == len(EventShardSampler(n, 2, 0, pad=pad))
-    s = EventShardSampler(n, num_replicas=2, rank=0, shuffle=True, seed=3, pad=pad)
-    s.set_epoch(1)
-    e1 = [i % n for i in s]
-    assert e1 != [i % n for i in shards[0]]  # new permutation per epoch
-    assert all(i >= n for i in s)  # epoch encoded in the index (augmentation seeds)
+@pytest.mark.parametrize("n,b,world", [(10, 2, 2), (11, 2, 2), (11, 1, 3), (7, 3, 1)])
+def test_ranks_take_disjoint_events_covering_the_epoch(n, b, world):
+    order = epoch_order(n, 3, 1, True).tolist()
+    shards = [[k for batch in ShardedBatches(n, b, 3, 1, rank=r, world=world) for k in batch] for r in range(world)]
+    seen = [i for sh in shards for _, i in sh]
+    nb = ShardedBatches.batches_per_epoch(n, b, world)
+    assert all(len(sh) == nb * b for sh in shards) and all(e == 1 for sh in shards for e, _ in sh)
+    assert len(set(seen)) == len(seen)  # disjoint
+    assert sorted(seen) == sorted(order[: nb * b * world])  # the whole epoch but the last partial global batch
+    # W ranks at batch b see, step by step, what one process sees at batch b·W
+    one = list(ShardedBatches(n, b * world, 3, 1))
+    for j, big in enumerate(one):
+        per_rank = [list(ShardedBatches(n, b, 3, 1, rank=r, world=world))[j] for r in range(world)]
+        assert [k for part in per_rank for k in part] == big
+    assert [i for _, i in shards[0]] != [i for batch in ShardedBatches(n, b, 3, 2, rank=0, world=world) for _, i in batch]
 
 
-@pytest.mark.parametrize("n", [37, 40])
-def test_block_shuffle_shards_keep_runs(n):
-    shards = [np.array(list(EventShardSampler(n, 2, r, seed=2, pad=False, block=8))) for r in (0, 1)]
-    assert sorted(np.concatenate(shards).tolist()) == list(range(n))
-    whole = np.concatenate(shards)
-    assert whole.tolist() != list(range(n))  # shuffled
-    runs = np.split(whole, np.flatnonzero(np.diff(whole) != 1) + 1)
-    assert all(len(r) <= 8 and r[0] % 8 == 0 for r in runs[:2])  # runs start on block boundaries
+def _stream(ds, n_batches, **kw):
+    return [b for _, b in itertools.islice(batch_stream(ds, 2, 1, 0, collate, **kw), n_batches)]
 
 
-def test_padded_sampler_equal_lengths():
-    a = list(EventShardSampler(11, 3, 0, seed=1))
-    c = list(EventShardSampler(11, 3, 2, seed=1))
-    assert len(a) == len(c) == 4
-    assert set(range(11)) <= set(a) | set(EventShardSampler(11, 3, 1, seed=1)) | set(c)
-
-
-def test_loader_batches_and_augmentation_determinism(root):
+def test_training_batches_sharded_deterministic_and_augmented(root):
     root, _ = root
     aug = {"rotate": {"axes": ("z",), "p": 1.0}}
     ds = PILArNetDataset(root, split="train", augment=aug, seed=5)
-    loader = make_loader(ds, batch_size=2, shuffle=True, seed=1)
-    set_loader_epoch(loader, 0)
-    b0 = [b for b in loader]
-    seen = sorted((int(f), int(e)) for b in b0 for f, e in zip(b["file_index"], b["event_index"]))
-    assert seen == sorted(zip(ds.file_ids.tolist(), ds.rows.tolist()))  # one rank: each event once
-    b0b = [b for b in loader]
-    for x, y in zip(b0, b0b):
-        assert torch.equal(x["coord"], y["coord"])
-    # same event, other epoch: other augmentation; same epoch: identical; grid_coord never augmented
     n = len(ds)
-    e0, e0b, e1 = ds[3], ds[3], ds[n + 3]
-    np.testing.assert_array_equal(e0["coord"], e0b["coord"])
-    assert not np.array_equal(e0["coord"], e1["coord"])
-    np.testing.assert_array_equal(e0["grid_coord"], e1["grid_coord"])
-    # per-item mode gives the same batches as the vectorized mode
-    loader2 = make_loader(ds, batch_size=2, shuffle=True, seed=1, collate_fn=collate)
-    set_loader_epoch(loader2, 0)
-    for x, y in zip(b0, loader2):
-        for k in ("coord", "grid_coord", "feat", "offset", "segment_motif", "instance_particle"):
-            assert torch.equal(x[k], y[k]), k
+    ranks = [_stream(ds, 1, rank=r, world=2) for r in (0, 1)]  # n = 5: one global batch of 2 x 2
+    seen = [(int(f), int(e)) for bs in ranks for b in bs for f, e in zip(b["file_index"], b["event_index"])]
+    assert len(set(seen)) == 4 and set(seen) <= set(zip(ds.file_ids.tolist(), ds.rows.tolist()))
+    b0, again = _stream(ds, 4), _stream(ds, 4)  # epochs 0 and 1 (2 batches each)
+    for x, y in zip(b0, again):
+        _assert_same(x, y)
+    # a batch is the collated items of its (epoch, event): augmentation keyed by (seed, epoch, event)
+    order = epoch_order(n, 1, 1, True).tolist()
+    _assert_same(b0[2], collate([ds[n + i] for i in order[:2]]))
+    e0, e1 = ds[3], ds[n + 3]
+    assert not np.array_equal(e0["coord"], e1["coord"])  # another epoch: another augmentation
+    np.testing.assert_array_equal(e0["grid_coord"], e1["grid_coord"])  # grid_coord never augmented
 
 
-def test_worker_processes_open_their_own_files(root):
+def test_worker_processes_give_the_same_batches(root):
     root, _ = root
-    ds = PILArNetDataset(root, split="train")
-    ds[0]  # parent opens a handle
+    ds = PILArNetDataset(root, split="train", augment=AUGMENT_PRETRAIN, seed=2)
+    ds[0]  # the parent opens a handle: workers must open their own
     assert ds._handles
-    loader = make_loader(ds, batch_size=5, shuffle=False, num_workers=1)
-    (batch,) = list(loader)
-    assert batch["event_index"].tolist() == ds.rows.tolist()
+    ref = _stream(ds, 3)
+    for x, y in zip(ref, _stream(ds, 3, num_workers=2)):
+        _assert_same(x, y)
     ds.close()
 
 
@@ -158,6 +158,15 @@ def test_skip_bad_events_counts_and_replaces(tmp_path):
     batch = ds[[0, 1, 2]]
     assert batch["event_index"].tolist() == [0, 2, 2] and int(batch["skipped"].sum()) == 1
     assert len(ds.skipped) == 2 and "event 1" in ds.skipped[0]
+    # through the training stream, in a worker process too: the count travels in the batch
+    for workers in (0, 1):
+        ds = PILArNetDataset(path, skip_bad_events=True)
+        (batch,) = [b for _, b in itertools.islice(batch_stream(ds, 3, 0, 0, collate, shuffle=False, num_workers=workers), 1)]
+        assert batch["event_index"].tolist() == [0, 2, 2] and batch["skipped"].tolist() == [0, 1, 0]
+        ds = PILArNetDataset(path)
+        with pytest.raises(DataError) as ei:
+            next(batch_stream(ds, 3, 0, 0, collate, num_workers=workers))
+        assert "\n" not in str(ei.value) and str(ei.value).startswith(f"{path} event 1: point: non-finite energy")
 
 
 def test_handles_reopened_after_fork_pid_change(root):

@@ -93,3 +93,19 @@ def test_train_evaluate_predict_cli(toy_dir, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["train", "semantic", "--mode", "linear", "--data", str(src), "--out", str(tmp_path / "x")])
     assert exc.value.code == 2
+
+
+def test_semantic_row_from_metrics():
+    """A grid row keeps the metrics' own names (mIoU, macro_F1, IoU_<class>, ...), as results.json does."""
+    from larpanda.metrics.semantic import semantic_metrics
+    from larpanda.tasks.study import COLUMNS, semantic_row
+
+    gt = np.array([0, 0, 1, 1, 2, 3, 4, 4])
+    pred = np.array([0, 1, 1, 1, 2, 3, 4, 0])
+    row = semantic_row(semantic_metrics(pred, gt), "linear", 0.01, True, labelled_events=3)
+    assert row["IoU_track"] == pytest.approx(2 / 3)
+    assert row["IoU_michel"] == pytest.approx(1.0)
+    assert row["mIoU"] == pytest.approx(np.mean([1 / 3, 2 / 3, 1, 1, 1 / 2]))
+    assert row["confusion"][0] == [1, 1, 0, 0, 0]
+    assert row["pretrained"] is True and row["labelled_events"] == 3
+    assert set(COLUMNS) - set(row) == {"train_s", "test_events"}  # the study adds these two

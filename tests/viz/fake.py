@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from larpanda.data.event import SEMANTIC_CLASSES
+from larpanda.constants import SEMANTIC_CLASSES
 
 FRACTIONS = (0.01, 0.1, 1.0)
 
@@ -19,8 +19,8 @@ def fake_results() -> dict:
             cm = rng.integers(5, 60, size=(5, 5)) + np.diag(rng.integers(800, 2000, size=5))
             rows.append({
                 "mode": mode, "label_fraction": f, "pretrained": mode in ("linear", "decoder", "full"),
-                "miou": float(miou), "macro_f1": float(min(0.99, miou + 0.08)),
-                "per_class_iou": {c: float(np.clip(miou + rng.normal(0, 0.08), 0, 1)) for c in SEMANTIC_CLASSES},
+                "mIoU": float(miou), "macro_F1": float(min(0.99, miou + 0.08)),
+                **{f"IoU_{c}": float(np.clip(miou + rng.normal(0, 0.08), 0, 1)) for c in SEMANTIC_CLASSES},
                 "confusion": cm.tolist(),
             })
     pid = rng.integers(0, 10, size=(5, 5)) + np.diag([40, 30, 25, 12, 33])

@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from fake import fake_events, fake_results  # noqa: E402
 
-from larpanda.viz import plots, report  # noqa: E402
+from larpanda.viz import plots, report, sections  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,8 @@ def test_sections_and_numbers(page):
     res = fake_results()
     lin = next(r for r in res["semantic"] if r["mode"] == "linear" and r["label_fraction"] == 0.01)
     scr = next(r for r in res["semantic"] if r["mode"] == "scratch" and r["label_fraction"] == 0.01)
-    assert f"{100 * lin['miou']:.1f}" in html
-    assert f"{100 * (lin['miou'] - scr['miou']):+.1f}" in html  # the headline delta
+    assert f"{100 * lin['mIoU']:.1f}" in html
+    assert f"{100 * (lin['mIoU'] - scr['mIoU']):+.1f}" in html  # the headline delta
     assert "0.830" in html  # particle ARI
     for div in ("label-efficiency-plot", "ev0-truth-semantic", "ev0-pred-semantic", "ev0-truth-particle",
                 "ev0-truth-interaction", "ev0-energy", "pca0"):
@@ -65,7 +65,7 @@ def test_report_from_results_json_with_nulls(tmp_path):
 
     res = fake_results()
     res["panoptic"][0]["ari"] = float("nan")
-    res["semantic"][0]["per_class_iou"]["michel"] = float("nan")
+    res["semantic"][0]["IoU_michel"] = float("nan")
     loaded = json.loads(json_text(res))
     assert loaded["panoptic"][0]["ari"] is None
     html = report.build_report(loaded, tmp_path / "r.html").read_text()
@@ -79,20 +79,8 @@ def test_partial_results_and_sections(tmp_path):
     assert 'id="label-efficiency"' in html and 'id="panoptic"' not in html and 'id="events"' not in html
     metrics = {"mIoU": 0.5, "macro_F1": 0.6, "allAcc": 0.9, "class_names": ["shower", "track", "michel", "delta", "led"],
                "confusion": np.eye(5, dtype=int).tolist(), **{f"IoU_{c}": 0.5 for c in ("shower", "track", "michel", "delta", "led")}}
-    p2 = report.write_page(tmp_path / "b.html", [report.semantic_metrics_section(metrics)], title="eval")
+    p2 = report.write_page(tmp_path / "b.html", [sections.semantic_metrics_section(metrics)], title="eval")
     assert "50.0" in p2.read_text() and p2.read_text().count("plotly.js v") == 1
-
-
-def test_semantic_row_from_metrics():
-    from larpanda.metrics.semantic import semantic_metrics
-
-    gt = np.array([0, 0, 1, 1, 2, 3, 4, 4])
-    pred = np.array([0, 1, 1, 1, 2, 3, 4, 0])
-    row = report.semantic_row(semantic_metrics(pred, gt), "linear", 0.01, True)
-    assert row["per_class_iou"]["track"] == pytest.approx(2 / 3)
-    assert row["per_class_iou"]["michel"] == pytest.approx(1.0)
-    assert row["miou"] == pytest.approx(np.mean([1 / 3, 2 / 3, 1, 1, 1 / 2]))
-    assert row["confusion"][0] == [1, 1, 0, 0, 0]
 
 
 def test_label_efficiency_figure_log_axis_and_percent():
@@ -101,7 +89,7 @@ def test_label_efficiency_figure_log_axis_and_percent():
     assert fig.layout.xaxis.type == "log"
     lin = next(t for t in fig.data if t.name == "linear")
     assert list(lin.x) == [1.0, 10.0, 100.0]
-    exp = [100 * r["miou"] for r in sorted((r for r in rows if r["mode"] == "linear"), key=lambda r: r["label_fraction"])]
+    exp = [100 * r["mIoU"] for r in sorted((r for r in rows if r["mode"] == "linear"), key=lambda r: r["label_fraction"])]
     assert np.allclose(lin.y, exp)
 
 

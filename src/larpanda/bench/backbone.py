@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..constants import ENERGY_THRESHOLD_MEV
+
 TILE_SHIFTS = {1: (1, 1, 1), 3: (3, 1, 1), 9: (3, 3, 1), 27: (3, 3, 3)}
 FIXTURE = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "pilarnet_m_test_event0_recon.npz"
 
@@ -88,7 +90,7 @@ def simulated(points: int, seed: int = 0):
     vs, es, n, i = [], [], 0, 0
     while n < points:
         ev = generate_event(seed, i)
-        keep = ev.energy > 0.13
+        keep = ev.energy > ENERGY_THRESHOLD_MEV
         vs.append(ev.voxel[keep])
         es.append(ev.energy[keep])
         n += int(keep.sum())

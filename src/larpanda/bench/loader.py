@@ -1,9 +1,11 @@
-"""Data-loading throughput: read + energy cut + transforms (normalize, log, GridSample) + collate.
+"""Data-loading throughput of the training path: read + checks + energy cut + transforms (normalize, log,
+GridSample) + collate, as `larpanda.train.fit` gets it for a semantic or panoptic task.
 
-Measured on ONE core (``torch.set_num_threads(1)``, no DataLoader workers) on a generated v2 file of
-~4.4k-raw-point events (about 3.4k above the 0.13 MeV cut, like PILArNet-M, docs/design.md §6.1), beside a naive
-per-event h5py loop written the way the reference loader and Pointcept transforms do it, in the same
-process. One row: events/s of both and the ratio.
+Measured on ONE core (``torch.set_num_threads(1)``, no DataLoader workers) on a file of events written by
+the simulator (`larpanda.sim`, ~3.7k points above the 0.13 MeV cut, like PILArNet-M; docs/design.md §6.1):
+shuffled batches of 4 from `larpanda.train.data.batch_stream` with the default collate (docs/design.md §2.2),
+beside a naive per-event h5py loop written the way the reference loader and Pointcept transforms do it, over
+the same events in the same order, in the same process. One row: events/s of both and the ratio.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from ..constants import ENERGY_THRESHOLD_MEV
 
 GRID = 768
 
@@ -57,11 +61,12 @@ def synthetic_event(rng: np.random.Generator, n_points: int = 4400, n_particles:
     return event_from_labels(vox, energy, motif, pid, part, inter)
 
 
-def make_file(path, n_events: int = 2000, n_points: int = 4400, seed: int = 0):
+def make_file(path, n_events: int = 2000, seed: int = 0):
+    """``n_events`` events of simulator stream ``seed`` (`larpanda.sim.generate_events`), written as v2."""
     from ..data.pilarnet import write_events
+    from ..sim import generate_events
 
-    rng = np.random.default_rng(seed)
-    write_events(path, [synthetic_event(rng, n_points) for _ in range(n_events)])
+    write_events(path, generate_events(n_events, seed))
     return Path(path)
 
 
@@ -92,7 +97,7 @@ def naive_loop(path, indices, batch_size: int):
                     m = ids >= 0
                     _, out[m] = np.unique(ids[m], return_inverse=True)
                     data[key] = out
-                mask = data["energy"][:, 0] > 0.13
+                mask = data["energy"][:, 0] > ENERGY_THRESHOLD_MEV
                 data = {k: v[mask] for k, v in data.items()}
                 data["coord"] = (data["coord"] - np.array([384.0] * 3)) / (768 * np.sqrt(3) / 2)
                 e = data["energy"]
@@ -114,80 +119,90 @@ def naive_loop(path, indices, batch_size: int):
     return n_batches
 
 
-def fast_loop(dataset, indices, batch_size: int):
-    """Our path: `PILArNetDataset.get_batch` (one h5py slice per contiguous run, vectorized transforms,
-    already collated), exactly what `make_loader` batches are made of."""
+def training_loop(dataset, n_batches: int, batch_size: int, seed: int, epoch: int) -> int:
+    """What `larpanda.train.fit` iterates for a semantic or panoptic task: ``n_batches`` batches of epoch
+    ``epoch`` from `larpanda.train.data.batch_stream` with the default `collate` (shuffled, one process, no
+    workers). Returns the number of points seen."""
+    import itertools
+
+    from ..data.point import collate
+    from ..train.data import batch_stream
+
+    stream = batch_stream(dataset, batch_size, seed, epoch * (len(dataset) // batch_size), collate)
     n_points = 0
-    for b in range(0, len(indices), batch_size):
-        batch = dataset.get_batch(indices[b : b + batch_size])
+    for ep, batch in itertools.islice(stream, n_batches):
+        assert ep == epoch
         n_points += int(batch["offset"][-1])
     return n_points
 
 
-def run(points=None, quick: bool = False, device: str = "cpu", n_events: int | None = None, batch_size: int = 16,
-        workdir=None, shuffled: bool = False) -> list[dict]:
-    """Measure events/s of our loader and of the naive baseline (same file, same process, one core)."""
+def _measure(path, n_batches, batch_size, seed, reps, augment=None):
+    """Best-of-``reps`` seconds of an epoch of training batches and of the naive loop over the same events
+    in the same order (interleaved, so machine noise hits both), and the points per event after the cut."""
+    from ..data.dataset import PILArNetDataset
+    from ..train.data import epoch_order
+
+    ds = PILArNetDataset(path, augment=augment, seed=seed)  # training defaults: 0.13 MeV cut, >= 1024 raw points
+    training_loop(ds, 4, batch_size, seed, 0)  # warm-up (opens the file)
+    naive_loop(path, ds.rows[:4 * batch_size].tolist(), batch_size)
+    fast, naive = [], []
+    for rep in range(reps):
+        order = epoch_order(len(ds), seed, rep, True)[: n_batches * batch_size]
+        t = time.perf_counter()
+        pts = training_loop(ds, n_batches, batch_size, seed, rep)
+        fast.append(time.perf_counter() - t)
+        rows = ds.rows[order.numpy()].tolist()  # dataset index -> event of the (one) file
+        t = time.perf_counter()
+        naive_loop(path, rows, batch_size)
+        naive.append(time.perf_counter() - t)
+    ds.close()
+    return min(fast), min(naive), pts / (n_batches * batch_size)
+
+
+def run(points=None, quick: bool = False, device: str = "cpu", n_events: int | None = None, batch_size: int = 4,
+        workdir=None, seed: int = 0, augmented: bool | None = None) -> list[dict]:
+    """Events/s of the training data path and of the naive baseline, same file, same process, one core.
+
+    ``points`` is ignored (the simulator sets the event sizes). The file (``n_events`` simulated events,
+    stream ``seed``) is written to ``workdir`` and reused from there when given. ``augmented`` (default:
+    not with ``quick``) adds a row with the semantic/panoptic training augmentation (rotate, flip), which
+    the naive loop does not do."""
     import torch
 
     from ..data.dataset import PILArNetDataset
+    from ..data.transforms import AUGMENT_DOWNSTREAM
 
     torch.set_num_threads(1)
-    n_points = int(points[0]) if points else 4400
     n_events = n_events or (300 if quick else 2000)
+    reps = 1 if quick else 3
     tmp = tempfile.TemporaryDirectory(prefix="larpanda-bench-") if workdir is None else None
     root = Path(workdir or tmp.name)
     try:
-        path = root / "bench_test" / f"bench_{n_events}_{n_points}.h5"
+        path = root / "bench_loader" / f"sim_{n_events}_seed{seed}.h5"
         t0 = time.perf_counter()
         if not path.exists():
-            make_file(path, n_events, n_points)
+            make_file(path, n_events, seed)
         t_make = time.perf_counter() - t0
-        ds = PILArNetDataset(path, min_points=1)
-        idx = list(range(len(ds)))
-        reps = 1 if quick else 3
-        fast, naive = [], []
-        fast_loop(ds, idx[: batch_size * 4], batch_size)  # warm-up (opens the file)
-        naive_loop(path, idx[: batch_size * 4], batch_size)
-        for _ in range(reps):  # interleave so machine noise hits both
-            t = time.perf_counter()
-            pts = fast_loop(ds, idx, batch_size)
-            fast.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            naive_loop(path, idx, batch_size)
-            naive.append(time.perf_counter() - t)
-        ds.close()
-        f_eps, n_eps = len(idx) / min(fast), len(idx) / min(naive)
+        n_used = len(PILArNetDataset(path))
+        n_batches = n_used // batch_size
         rows = []
-        if shuffled:  # training order: EventShardSampler with single-event or block shuffling
-            from ..data.dataset import EventShardSampler
-
-            for block in (1, batch_size):
-                perm = list(EventShardSampler(len(idx), 1, 0, seed=0, block=block))
-                fs, ns = [], []
-                for _ in range(reps):
-                    t = time.perf_counter()
-                    fast_loop(ds, perm, batch_size)
-                    fs.append(time.perf_counter() - t)
-                    t = time.perf_counter()
-                    naive_loop(path, perm, batch_size)
-                    ns.append(time.perf_counter() - t)
-                rows.append({"what": f"same, shuffled order (EventShardSampler block={block})", "events": len(idx),
-                             "batch_size": batch_size, "threads": 1, "events_per_s": round(len(idx) / min(fs), 1),
-                             "baseline_events_per_s": round(len(idx) / min(ns), 1),
-                             "ratio": round(min(ns) / min(fs), 2)})
-        return [{
-            "what": "read+cut+normalize+log+gridsample+collate",
-            "events": len(idx),
-            "raw_points_per_event": n_points,
-            "points_per_event_after_cut": round(pts / len(idx), 1),
-            "batch_size": batch_size,
-            "threads": 1,
-            "events_per_s": round(f_eps, 1),
-            "baseline_events_per_s": round(n_eps, 1),
-            "ratio": round(f_eps / n_eps, 2),
-            "make_file_s": round(t_make, 2),
-            "pid": os.getpid(),
-        }] + rows
+        for aug in [None] + ([AUGMENT_DOWNSTREAM] if (not quick if augmented is None else augmented) else []):
+            fast, naive, pts = _measure(path, n_batches, batch_size, seed, reps, aug)
+            rows.append({
+                "what": "training batches (train.data.batch_stream, default collate): read+check+cut+normalize+log"
+                        "+gridsample+collate" + (", + rotate/flip augmentation (not in the baseline)" if aug else ""),
+                "events": n_batches * batch_size,
+                "events_in_file": n_events,
+                "points_per_event_after_cut": round(pts, 1),
+                "batch_size": batch_size,
+                "threads": 1,
+                "events_per_s": round(n_batches * batch_size / fast, 1),
+                "baseline_events_per_s": round(n_batches * batch_size / naive, 1),
+                "ratio": round(naive / fast, 2),
+                "make_file_s": round(t_make, 2),
+                "pid": os.getpid(),
+            })
+        return rows
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from ..constants import ENERGY_THRESHOLD_MEV
+
 TASKS = ("backbone", "semantic-linear", "semantic-decoder", "panoptic", "uresnet")
 KINDS = ("scattered", "tracks")
 # (task, preset, kind, points): the calibration set of docs/benchmarks.md "Large inputs"
@@ -103,7 +105,7 @@ def measure_case(task: str, preset: str, kind: str, n: int, threads: int = 2) ->
     memory.set_limits(max_memory_gb=math.inf)
     model = build(task, preset).eval()
     ev = make_event(kind, n)
-    d = prepare(ev, energy_threshold=0.13)
+    d = prepare(ev, energy_threshold=ENERGY_THRESHOLD_MEV)
     arch = memory.architecture(model.config)
     counts = memory.stage_counts(d["grid_coord"], d["offset"], arch["strides"])
     terms = memory.terms(arch, counts)

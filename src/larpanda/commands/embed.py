@@ -10,6 +10,7 @@ cut are absent); ``num_points`` (E,) int64 = n_i; attrs ``source`` (input file),
 
 from __future__ import annotations
 
+from ..constants import ENERGY_THRESHOLD_MEV
 from .limits import add_limit_args, limits_from_args
 from .weights import NAMES_HELP, add_revision_arg
 
@@ -23,7 +24,7 @@ def add_parser(sub):
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--start", type=int, default=0)
     p.add_argument("--stop", type=int, default=None)
-    p.add_argument("--energy-threshold", type=float, default=0.13, help="MeV; voxels at or below are dropped")
+    p.add_argument("--energy-threshold", type=float, default=ENERGY_THRESHOLD_MEV, help="MeV; voxels at or below are dropped")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
     add_limit_args(p)  # a skipped event gets 0 feature rows; attrs["skipped_events"] counts them
@@ -59,7 +60,7 @@ def _run(args):
     events = pilarnet.read_events(args.data, args.start, args.stop)
     feats, idxs = [], []
     takes_thr = "energy_threshold" in inspect.signature(model.embed).parameters
-    if not takes_thr and args.energy_threshold != 0.13:
+    if not takes_thr and args.energy_threshold != ENERGY_THRESHOLD_MEV:
         raise UserError("--energy-threshold: this model's embed() uses its own configured threshold")
     skipped = []
     for k, ev in enumerate(tqdm(events, disable=args.quiet or None, desc="embed")):

@@ -1,5 +1,7 @@
 """`larpanda evaluate`: metrics of trained weights on labelled data, as JSON (docs/design.md §7)."""
 
+from ..constants import LED_CLASS, MIN_RAW_POINTS
+from ..tasks.postprocess_settings import cli_help as post_help
 from .limits import add_limit_args, limits_from_args
 from .weights import NAMES_HELP, add_revision_arg, resolve_weights_arg
 
@@ -17,8 +19,10 @@ def add_parser(sub):
     p.add_argument("--out", default=None, help="write the metrics JSON here (also printed)")
     p.add_argument("--report", default=None, help="also write an HTML report into this directory")
     p.add_argument("--max-events", type=int, default=None, help="evaluate at most this many events")
-    p.add_argument("--min-points", type=int, default=1024, help="raw points an event needs to be evaluated (reference: 1024)")
-    p.add_argument("--exclude-led", action="store_true", help="semantic: drop LED (class 4) from the class means")
+    p.add_argument("--min-points", type=int, default=MIN_RAW_POINTS,
+                   help=f"raw points an event needs to be evaluated (reference: {MIN_RAW_POINTS})")
+    p.add_argument("--exclude-led", action="store_true", help=f"semantic: drop LED (class {LED_CLASS}) from the class means")
+    p.add_argument("--post", action="append", default=[], metavar="KEY=VALUE", help=post_help())
     p.add_argument("--batch-size", type=int, default=4, help="events per forward pass")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -42,6 +46,8 @@ def _run(args):
         from ..tasks.common import find_weights
 
         task = weights_task(find_weights(args.weights))
+    if args.post and task != "panoptic":
+        raise UserError(f"--post sets panoptic post-processing; {args.weights} are {task} weights")
     if task == "semantic":
         from ..tasks import semantic
 

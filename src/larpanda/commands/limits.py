@@ -23,7 +23,7 @@ class limits_from_args:
     def __enter__(self):
         from ..io.memory import set_limits
 
-        self.old = set_limits(getattr(self.args, "max_memory_gb", None), getattr(self.args, "max_points", None))
+        self.old = set_limits(self.args.max_memory_gb, self.args.max_points)
         return self
 
     def __exit__(self, *exc):

@@ -1,5 +1,6 @@
 """`larpanda predict`: per-point predictions aligned with the input events (HDF5, docs/design.md §4.7)."""
 
+from ..tasks.postprocess_settings import cli_help as post_help
 from .limits import add_limit_args, limits_from_args
 from .weights import NAMES_HELP, add_revision_arg, resolve_weights_arg
 
@@ -19,6 +20,11 @@ def add_parser(sub):
     p.add_argument("--data", required=True, help="input PILArNet-M HDF5 file")
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--max-events", type=int, default=None, help="predict at most this many events")
+    p.add_argument("--save-logits", action="store_true",
+                   help="also write per-point logits: seg_logits (panoptic: K columns, the official Detector's "
+                   "per-point class logits, about -1e4 + c at LED points) or semantic_logits (semantic: 5 columns); "
+                   "0 for rows removed by the energy cut")
+    p.add_argument("--post", action="append", default=[], metavar="KEY=VALUE", help=post_help())
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_limit_args(p)

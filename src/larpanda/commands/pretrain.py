@@ -10,6 +10,8 @@ Writes ``RUN/{config.yaml,metrics.jsonl,checkpoints/last.pt}`` and, when trainin
 
 from __future__ import annotations
 
+from ..constants import ENERGY_THRESHOLD_MEV, MIN_RAW_POINTS
+
 
 def add_parser(sub):
     p = sub.add_parser("pretrain", help="self-distillation pretraining of the backbone (Sonata/Panda objective)",
@@ -48,8 +50,8 @@ def build_dataset(cfg: dict, paths, skip_bad_events: bool = False):
 
     d = cfg.get("data") or {}
     return PILArNetDataset(
-        paths, split=d.get("split"), energy_threshold=d.get("energy_threshold", 0.13),
-        min_points=d.get("min_points", 1024), max_events=d.get("max_events"),
+        paths, split=d.get("split"), energy_threshold=d.get("energy_threshold", ENERGY_THRESHOLD_MEV),
+        min_points=d.get("min_points", MIN_RAW_POINTS), max_events=d.get("max_events"),
         transform=SSLTransform(**(cfg.get("views") or {})), augment={"views": True},
         seed=int((cfg.get("train") or {}).get("seed", 0)), skip_bad_events=skip_bad_events,
         after_cut_min_points=d.get("after_cut_min_points", 64),
@@ -74,7 +76,7 @@ def run(args):
         cfg["train"]["progress"] = False
     dataset = build_dataset(cfg, args.data, args.skip_bad_events)
     if len(dataset) == 0:
-        raise UserError(f"no event in {' '.join(args.data)} has >= {cfg.get('data', {}).get('min_points', 1024)} points")
+        raise UserError(f"no event in {' '.join(args.data)} has >= {cfg.get('data', {}).get('min_points', MIN_RAW_POINTS)} points")
     task = build_task(cfg)
     result = fit(task, dataset, cfg, args.out, resume=args.resume)
     out = Path(args.out)

@@ -9,7 +9,7 @@ def add_parser(sub):
         help="label-efficiency study: train every (mode, label fraction) and tabulate test metrics",
         description="larpanda study semantic --data DIR --fractions 0.001,0.01,0.1,1 "
         "--modes linear,decoder,full,scratch,uresnet --weights PRETRAINED --out DIR. Writes study.csv, "
-        "study.md, study.html (and report.html when the report builder is available).",
+        "study.md, study.html and report.html.",
     )
     p.add_argument("task", choices=("semantic",), help="the task to study")
     p.add_argument("--data", nargs="+", required=True, help="simulate-style directory with train/val/test files, or files")

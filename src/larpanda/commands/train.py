@@ -46,7 +46,7 @@ def run(args):
 
     resolve_weights_arg(args)
     if args.task == "semantic":
-        if getattr(args, "model", "ptv3") == "uresnet":
+        if args.model == "uresnet":
             if args.mode not in ("uresnet", "scratch"):
                 raise UserError(f"--model uresnet trains from scratch; --mode {args.mode} does not apply (use --mode uresnet)")
             args.mode = "uresnet"

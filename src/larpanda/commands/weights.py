@@ -18,7 +18,7 @@ def resolve_weights_arg(args, attr: str = "weights") -> None:
     """With ``--revision``, replace ``args.<attr>`` by its local path now (`larpanda.tasks.common.find_weights`),
     so that the later loading code gets that revision's file; without it, names resolve where the weights
     are loaded (revision main)."""
-    value, revision = getattr(args, attr, None), getattr(args, "revision", None)
+    value, revision = getattr(args, attr), args.revision
     if value is not None and revision is not None:
         from ..tasks.common import find_weights
 

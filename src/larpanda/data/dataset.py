@@ -18,27 +18,30 @@
   ``_points.npy``) is left out and listed in ``self.skipped_files``.
 * HDF5 handles are opened lazily in the process that reads (each DataLoader worker opens its own; a
   handle inherited across ``fork`` is never used: files are reopened when the pid changes).
-* Epoch-aware augmentation: the sampler below yields ``epoch * len(dataset) + i``; the item is event
-  ``i`` and its augmentation RNG is seeded by ``(seed, epoch, i)``, so results do not depend on the number
-  of workers.
+* Epoch-aware augmentation: index ``epoch * len(dataset) + i`` (what `larpanda.train.data.SeededItems`
+  asks for) is event ``i`` with its augmentation RNG seeded by ``(seed, epoch, i)``, so results do not
+  depend on the number of workers, processes or the batch an event lands in.
+* Batches: `get_batch` is the training path (`larpanda.train.data.batch_stream` with the default
+  collate): one h5py read per file and table for the whole batch, one validation of the batch and the
+  vectorized `transforms.prepare_batch`, equal to ``collate([ds[i] for i in indices])``.
 """
 
 from __future__ import annotations
 
 import glob
 import logging
-import math
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..constants import ENERGY_THRESHOLD_MEV, MIN_RAW_POINTS
 from ..errors import DataError
 from . import pilarnet
 from .event import Event
 from .point import Point, collate
-from .transforms import ENERGY_THRESHOLD, prepare, prepare_batch
+from .transforms import prepare, prepare_batch
 
 log = logging.getLogger("larpanda.data")
 
@@ -89,8 +92,8 @@ class PILArNetDataset(torch.utils.data.Dataset):
         self,
         paths,
         split: str | None = None,
-        energy_threshold: float | None = ENERGY_THRESHOLD,
-        min_points: int = 1024,
+        energy_threshold: float | None = ENERGY_THRESHOLD_MEV,
+        min_points: int = MIN_RAW_POINTS,
         max_events: int | None = None,
         transform=prepare,
         augment: dict | None = None,
@@ -157,6 +160,8 @@ class PILArNetDataset(torch.utils.data.Dataset):
 
     # ---------------------------------------------------------------- file handles (per process)
     def _file(self, k: int):
+        from h5py import h5t
+
         if self._pid != os.getpid():  # forked worker: never touch the parent's handles
             self._handles, self._versions, self._pid = {}, {}, os.getpid()
         h = self._handles.get(k)
@@ -164,6 +169,8 @@ class PILArNetDataset(torch.utils.data.Dataset):
             f = pilarnet.open_h5(self.files[k])
             self._versions[k] = pilarnet.file_version(f, self.files[k])
             h = {name: f[name] for name in ("point", "cluster", "cluster_extra") if name in f}
+            # for _read_batch: dataset id, memory type, file dataspace (its selection is reset at every read)
+            h["_lowlevel"] = {name: (d.id, h5t.py_create(d.dtype), d.id.get_space()) for name, d in h.items()}
             h["_file"] = f
             self._handles[k] = h
         return h, self._versions[k]
@@ -188,13 +195,10 @@ class PILArNetDataset(torch.utils.data.Dataset):
             pass
 
     # ---------------------------------------------------------------- reading
-    def read_events(self, idx: list[int], return_packed: bool = False):
+    def read_events(self, idx: list[int]) -> list[Event]:
         """Raw `Event` objects for dataset indices (no cut, no transform); contiguous rows of one file are
-        read with one h5py slice per dataset. Raises DataError for a malformed event. With
-        ``return_packed`` also returns the concatenated tables when ``idx`` is one ascending run of one file
-        (else None), for `transforms.prepare_batch`."""
+        read with one h5py slice per dataset. Raises DataError for a malformed event."""
         out: dict[int, Event] = {}
-        packs = []
         idx = [int(i) for i in idx]
         order = sorted(set(idx), key=lambda i: (self.file_ids[i], self.rows[i]))
         j = 0
@@ -205,15 +209,45 @@ class PILArNetDataset(torch.utils.data.Dataset):
                 e += 1
             h, ver = self._file(k)
             point, cluster, extra = pilarnet.read_raw(h, r0, r0 + e - j, ver, self.read_extra)
-            pts, cls, exs, pack = pilarnet.check_chunk(point, cluster, extra, ver, self.files[k], r0, packed=True)
-            packs.append(pack)
+            pts, cls, exs = pilarnet.check_chunk(point, cluster, extra, ver, self.files[k], r0)
             for m in range(e - j):
                 out[order[j + m]] = Event(pts[m], cls[m], None if exs is None else exs[m], source=(str(self.files[k]), r0 + m))
             j = e
-        events = [out[i] for i in idx]
-        if return_packed:
-            return events, (packs[0] if len(packs) == 1 and order == idx else None)
-        return events
+        return [out[i] for i in idx]
+
+    def _read_batch(self, idx: list[int]):
+        """The events at dataset indices ``idx`` in that order, for `transforms.prepare_batch`: one h5py read
+        of the listed rows per file and table (a point selection, in batch order) and one `check_chunk` of the
+        whole batch. Returns (events, packed tables), or None when the batch must take the per-event path: a
+        read or a check failed (the per-event path reports or skips the event), or files of two versions."""
+        from h5py import h5s
+
+        fids, rows = self.file_ids[idx], self.rows[idx]
+        tables = {name: np.empty(len(idx), object) for name in ("point", "cluster", "cluster_extra")}
+        versions = set()
+        try:
+            for k in np.unique(fids).tolist():
+                at = np.flatnonzero(fids == k)
+                h, ver = self._file(k)
+                versions.add(ver)
+                names = ("point", "cluster") + (("cluster_extra",) if ver == 2 and self.read_extra else ())
+                mspace = h5s.create_simple((len(at),))
+                for name in names:
+                    dsid, mtype, space = h["_lowlevel"][name]
+                    space.select_elements(rows[at].astype(np.uint64).reshape(-1, 1))
+                    out = np.empty(len(at), object)
+                    dsid.read(mspace, space, out, mtype)
+                    tables[name][at] = out
+            if len(versions) != 1:
+                return None
+            (ver,) = versions
+            extra = tables["cluster_extra"] if ver == 2 and self.read_extra else None
+            pts, cls, exs, packed = pilarnet.check_chunk(tables["point"], tables["cluster"], extra, ver, packed=True)
+        except (DataError, OSError, RuntimeError, ValueError, TypeError, KeyError):
+            return None
+        events = [Event(pts[m], cls[m], None if exs is None else exs[m], source=(str(self.files[k]), int(r)))
+                  for m, (k, r) in enumerate(zip(fids.tolist(), rows.tolist()))]
+        return events, packed
 
     def _item(self, i: int, epoch: int, event: Event | None = None, skipped: int = 0) -> dict:
         n = len(self)
@@ -254,25 +288,20 @@ class PILArNetDataset(torch.utils.data.Dataset):
         return self._item(i, epoch)
 
     def get_batch(self, indices) -> Point:
-        """A collated batch, equal to ``collate([self[i] for i in indices])`` but vectorized: one h5py slice
-        per contiguous run of rows and `transforms.prepare_batch` (when the transform is `prepare`).
-        Falls back to the per-item path for a custom transform, bad events, or too-small events."""
+        """The collated batch of ``indices`` (``epoch * len + i`` as for ``self[...]``): equal to
+        ``collate([self[i] for i in indices])`` (tested), vectorized when the transform is `prepare`
+        (`_read_batch`, `transforms.prepare_batch`, augmentation RNGs keyed by (seed, epoch, i) as per item).
+        A batch with a bad event, an event emptied by the cut (or below ``after_cut_min_points``) or a custom
+        transform takes the per-event path, which raises, skips or replaces exactly as ``self[i]`` does."""
         n = len(self)
         pairs = [divmod(int(i), n) for i in indices]
-        events = None
-        if self.transform is prepare:
-            try:
-                events, packed = self.read_events([i for _, i in pairs], return_packed=True)
-            except DataError:
-                if not self.skip_bad_events:
-                    raise
-        if events is not None:
+        rows = [i for _, i in pairs]
+        read = self._read_batch(rows) if self.transform is prepare and rows else None
+        if read is not None:
             rngs = [np.random.default_rng([self.seed, ep, i]) for ep, i in pairs] if self.augment else None
-            batch = prepare_batch(events, self.energy_threshold, self.augment, rngs, packed=packed)
-            counts = torch.diff(batch["offset"], prepend=batch["offset"].new_zeros(1))
-            low = self.after_cut_min_points or 1
-            if bool((counts >= low).all()):
-                rows = [i for _, i in pairs]
+            batch = prepare_batch(read[0], self.energy_threshold, self.augment, rngs, packed=read[1])
+            counts = np.diff(batch["offset"].numpy(), prepend=0)
+            if (counts >= (self.after_cut_min_points or 1)).all():
                 batch["file_index"] = torch.from_numpy(self.file_ids[rows].astype(np.int64))
                 batch["event_index"] = torch.from_numpy(self.rows[rows].astype(np.int64))
                 if self.skip_bad_events:
@@ -290,127 +319,3 @@ class PILArNetDataset(torch.utils.data.Dataset):
             events = [None] * len(pairs)  # isolate the bad event(s) one by one
         return [self._item(i, ep, ev) for (ep, i), ev in zip(pairs, events)]
 
-
-class EventShardSampler(torch.utils.data.Sampler):
-    """Shards dataset indices across DDP ranks; deterministic shuffle per epoch (call `set_epoch`).
-
-    Every epoch draws one permutation from ``(seed, epoch)`` (identical on all ranks); rank ``r`` takes the
-    ``r``-th of ``R`` contiguous shares of it. ``block > 1`` permutes runs of ``block`` consecutive events
-    instead of single events (events in a file are independent simulations, so batches stay random, and a
-    run is read with one h5py slice: ~1.6x faster in `larpanda.bench.loader`). With ``pad=True`` (training) the permutation is wrapped so every
-    rank gets ``ceil(N / R)`` indices (a few events repeat); with ``pad=False`` (evaluation) every event is
-    seen exactly once over all ranks. Yields ``epoch * N + i`` (see `PILArNetDataset`).
-    """
-
-    def __init__(self, dataset, num_replicas: int | None = None, rank: int | None = None, shuffle: bool = True,
-                 seed: int = 0, pad: bool = True, drop_last: bool = False, block: int = 1):
-        dist = torch.distributed
-        if num_replicas is None:
-            num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        if rank is None:
-            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
-        self.n = len(dataset) if not isinstance(dataset, int) else int(dataset)
-        self.num_replicas, self.rank = int(num_replicas), int(rank)
-        self.shuffle, self.seed, self.pad, self.drop_last = shuffle, int(seed), pad, drop_last
-        self.block = max(1, int(block))
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def _indices(self) -> np.ndarray:
-        idx = np.arange(self.n)
-        if self.shuffle:
-            rng = np.random.default_rng([self.seed, self.epoch])
-            if self.block > 1:  # shuffle runs of `block` consecutive events (one h5py slice per run)
-                starts = rng.permutation(np.arange(0, self.n, self.block))
-                idx = np.concatenate([np.arange(a, min(a + self.block, self.n)) for a in starts]) if self.n else idx
-            else:
-                idx = rng.permutation(self.n)
-        R = self.num_replicas
-        if self.drop_last:
-            idx = idx[: (self.n // R) * R]
-        elif self.pad and self.n % R and self.n:
-            extra = R - self.n % R
-            idx = np.concatenate([idx, np.resize(idx, extra)])
-        return np.array_split(idx, R)[self.rank]  # contiguous share: keeps the runs together
-
-    def __iter__(self):
-        return iter((self._indices() + self.epoch * self.n).tolist())
-
-    def __len__(self) -> int:
-        R = self.num_replicas
-        if self.drop_last:
-            return self.n // R
-        if self.pad:
-            return math.ceil(self.n / R)
-        return len(np.array_split(np.arange(self.n), R)[self.rank])
-
-
-def _passthrough(batch):
-    return batch
-
-
-def _clean_worker_error(exc: DataError) -> DataError:
-    """A DataError re-raised by a DataLoader worker carries the worker traceback as its message; recover
-    the original one-line ``FILE event K: field: what`` so the CLI prints one clean line."""
-    lines = str(exc).splitlines()
-    for line in reversed(lines):
-        _, sep, rest = line.partition("DataError: ")  # "larpanda.errors.DataError: <message>"
-        if sep:
-            return DataError(rest.strip())
-    return DataError(lines[0] if lines else "DataLoader worker failed")
-
-
-class _Loader(torch.utils.data.DataLoader):
-    """DataLoader whose worker-side DataErrors come back as the original one-line message."""
-
-    def __iter__(self):
-        it = super().__iter__()
-        while True:
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            except DataError as exc:
-                if "\n" in str(exc):
-                    raise _clean_worker_error(exc) from None
-                raise
-            yield batch
-
-
-class _EpochBatchSampler(torch.utils.data.BatchSampler):
-    """BatchSampler that forwards `set_epoch` to its `EventShardSampler`."""
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-
-def make_loader(dataset, batch_size: int, shuffle: bool = True, seed: int = 0, num_workers: int = 0,
-                drop_last: bool = False, pad: bool | None = None, collate_fn=None, block: int = 1) -> torch.utils.data.DataLoader:
-    """A DataLoader over an `EventShardSampler` (DDP-aware: ranks from torch.distributed when initialised)
-    yielding packed `Point` batches (``offset`` = cumulative counts).
-
-    With ``collate_fn=None`` and a `PILArNetDataset`, whole batches are fetched with
-    `PILArNetDataset.get_batch` (vectorized; identical to per-item + `collate`). Otherwise items are fetched
-    one by one and merged by ``collate_fn`` (default `collate`). Call ``loader.sampler.set_epoch(e)`` (batched
-    mode: ``loader.batch_sampler.set_epoch(e)``; both work through `set_loader_epoch`) every epoch.
-    """
-    sampler = EventShardSampler(dataset, shuffle=shuffle, seed=seed, pad=shuffle if pad is None else pad, block=block)
-    common = dict(num_workers=num_workers, persistent_workers=num_workers > 0)
-    if collate_fn is None and isinstance(dataset, PILArNetDataset):
-        bs = _EpochBatchSampler(sampler, batch_size, drop_last)
-        return _Loader(dataset, sampler=bs, batch_size=None, collate_fn=_passthrough, **common)
-    return _Loader(
-        dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn or collate, drop_last=drop_last, **common
-    )
-
-
-def set_loader_epoch(loader, epoch: int) -> None:
-    """Set the shuffling epoch of a loader built by `make_loader` (either mode)."""
-    for s in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
-        if s is not None and hasattr(s, "set_epoch"):
-            s.set_epoch(epoch)
-            return

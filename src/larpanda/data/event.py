@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SEMANTIC_CLASSES = ("shower", "track", "michel", "delta", "led")
-PID_CLASSES = ("photon", "electron", "muon", "pion", "proton", "none")
+from ..constants import PID_CLASSES, SEMANTIC_CLASSES  # noqa: F401  (importable from here too)
+
 GRID_SIZE_VOXELS = 768  # voxels per axis
 VOXEL_SIZE_CM = 0.3  # 3 mm voxels: the 768³ grid is a 230.4 cm cube
 POINT_COLUMNS = ("x", "y", "z", "energy", "dE", "time", "n_electrons", "dx")

@@ -10,7 +10,8 @@ Format (docs/design.md §4.1): three root datasets of length n_events, each elem
 plus a sibling ``<stem>_points.npy`` (1-D int64, raw points per event, docs/design.md §4.3).
 
 Readers never loop over points: each chunk of events is read with one h5py slice per dataset, and the
-cheap sanity checks (lengths, size sums, energy, coordinates, class codes) run on the concatenated chunk.
+cheap sanity checks (lengths, size sums, energy, coordinates, class codes; `larpanda.data.checks`) run on
+the concatenated chunk.
 Any violation raises `larpanda.errors.DataError` naming the file, the event and the field; wrong labels
 are never returned silently.
 """
@@ -22,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..constants import LED_CLASS
 from ..errors import DataError
+from .checks import check_chunk
 from .event import GRID_SIZE_VOXELS, Event
 
 READ_CHUNK = 1024  # events per h5py slice in read_events
-_LED_ROW_V2 = np.array([-1, -1, -1, 4, -1])  # cluster row 0 columns 1..5 (the LED row, docs/design.md §4.2)
+_LED_ROW_V2 = np.array([-1, -1, -1, LED_CLASS, -1])  # cluster row 0 columns 1..5 (the LED row, docs/design.md §4.2)
 
 
 # --------------------------------------------------------------------------------------------- paths
@@ -159,96 +162,6 @@ def read_raw(f, start: int, stop: int, version: int, read_extra: bool = True):
     return point, cluster, extra
 
 
-def check_chunk(point, cluster, extra, version: int, path=None, first: int = 0, packed: bool = False):
-    """Vectorized sanity checks of a chunk of flat per-event arrays; returns Events' tables.
-
-    Returns (points list of (N,8) float32, clusters list of (M,6) int64, extras list or None), plus with
-    ``packed=True`` a 4th item (all points (N,8), all clusters (M,6), points per event, rows per event).
-    Raises DataError at the first violation (lowest event number, then field order below).
-    """
-    ncol = 6 if version == 2 else 5
-    n_ev = len(point)
-    plen = np.fromiter((len(x) for x in point), dtype=np.int64, count=n_ev)
-    clen = np.fromiter((len(x) for x in cluster), dtype=np.int64, count=n_ev)
-    bad = np.flatnonzero(plen % 8)
-    if bad.size:
-        raise DataError(f"length {plen[bad[0]]} is not a multiple of 8", path, first + int(bad[0]), "point")
-    bad = np.flatnonzero((clen % ncol) | (clen == 0))
-    if bad.size:
-        raise DataError(
-            f"length {clen[bad[0]]} is not a positive multiple of {ncol} (v{version} cluster table)",
-            path, first + int(bad[0]), "cluster",
-        )
-    npts, nrows = plen // 8, clen // ncol
-    if version == 2 and extra is not None:
-        elen = np.fromiter((len(x) for x in extra), dtype=np.int64, count=n_ev)
-        bad = np.flatnonzero((elen % 5) | (elen // 5 != nrows))
-        if bad.size:
-            i = int(bad[0])
-            raise DataError(
-                f"length {elen[i]} is not 5 x {nrows[i]} cluster rows", path, first + i, "cluster_extra"
-            )
-    # concatenate the chunk once, check everything vectorized
-    pts = np.concatenate([np.asarray(x, dtype=np.float32) for x in point]) if n_ev else np.zeros(0, np.float32)
-    pts = pts.reshape(-1, 8)
-    cl = np.concatenate([np.asarray(x) for x in cluster]).reshape(-1, ncol)
-    if not np.issubdtype(cl.dtype, np.integer):
-        raise DataError(f"dtype {cl.dtype} is not integer", path, first, "cluster")
-    cl = cl.astype(np.int64, copy=False)
-    p_off = np.concatenate([[0], np.cumsum(npts)])
-    c_off = np.concatenate([[0], np.cumsum(nrows)])
-    sizes = np.add.reduceat(cl[:, 0], c_off[:-1]) if n_ev else np.zeros(0, np.int64)
-    neg = np.flatnonzero(cl[:, 0] < 0)
-    bad = np.flatnonzero(sizes != npts)
-    if neg.size:
-        ev = int(np.searchsorted(c_off, neg[0], side="right") - 1)
-        if not bad.size or ev <= bad[0]:
-            raise DataError(f"negative cluster size {cl[neg[0], 0]} in row {neg[0] - c_off[ev]}", path, first + ev, "cluster")
-    if bad.size:
-        i = int(bad[0])
-        raise DataError(f"cluster sizes sum to {sizes[i]} but the event has {npts[i]} points", path, first + i, "cluster")
-
-    def _first_bad_point(mask, what, field):
-        rows = np.flatnonzero(mask)
-        if rows.size:
-            ev = int(np.searchsorted(p_off, rows[0], side="right") - 1)
-            raise DataError(what(rows[0] - p_off[ev], pts[rows[0]]), path, first + ev, field)
-
-    P = np.ascontiguousarray(pts[:, :4].T)  # (4, N): row-wise checks on strided columns are ~10x slower
-    e = P[3]
-    if not (e >= 0).all() or np.isinf(e).any():  # NaN fails e >= 0
-        _first_bad_point(~np.isfinite(e), lambda r, p: f"non-finite energy {p[3]} at point {r}", "point")
-        _first_bad_point(e < 0, lambda r, p: f"negative energy {p[3]} at point {r}", "point")
-    xyz = P[:3]
-    # NaN fails ==, Inf fails the range (docs/design.md §4.1: integer voxel indices 0..767)
-    ok = (xyz >= 0) & (xyz <= GRID_SIZE_VOXELS - 1) & (xyz == np.floor(xyz))
-    if not ok.all():
-        _first_bad_point(
-            ~ok.all(0), lambda r, p: f"coordinates {p[:3].tolist()} at point {r} are not integer voxels in 0..767", "point"
-        )
-
-    def _first_bad_row(mask, what):
-        rows = np.flatnonzero(mask)
-        if rows.size:
-            ev = int(np.searchsorted(c_off, rows[0], side="right") - 1)
-            raise DataError(what(rows[0] - c_off[ev], cl[rows[0]]), path, first + ev, "cluster")
-
-    _first_bad_row((cl[:, 4] < 0) | (cl[:, 4] > 4), lambda r, c: f"unknown semantic code {c[4]} in row {r} (expected 0..4)")
-    if version == 2:
-        _first_bad_row((cl[:, 5] < -1) | (cl[:, 5] > 4), lambda r, c: f"unknown pid {c[5]} in row {r} (expected -1..4)")
-    else:  # v1: pad pid with -1 (pimm fills PID with -1, i.e. class 5; docs/design.md §4.1)
-        cl = np.concatenate([cl, np.full((len(cl), 1), -1, np.int64)], axis=1)
-    points = np.split(pts, p_off[1:-1])
-    clusters = np.split(cl, c_off[1:-1])
-    extras = None
-    if version == 2 and extra is not None:
-        ex = np.concatenate([np.asarray(x, dtype=np.float32) for x in extra]).reshape(-1, 5)
-        extras = np.split(ex, c_off[1:-1])
-    if packed:
-        return points, clusters, extras, (pts, cl, npts, nrows, P)
-    return points, clusters, extras
-
-
 def read_events(path, start: int = 0, stop: int | None = None, version: int | None = None) -> list[Event]:
     """Read events ``start..stop-1`` of a v2 or v1 file as `Event` objects (raw point order).
 
@@ -366,7 +279,7 @@ def event_from_labels(
     pid[pid == 5] = -1
     part = np.asarray(instance_particle, np.int64).reshape(n)
     inter = np.asarray(instance_interaction, np.int64).reshape(n)
-    led = motif == 4
+    led = motif == LED_CLASS
     if np.any(led & ((part >= 0) | (inter >= 0))):
         raise DataError("LED points (motif 4) must have instance −1", field="instance_particle")
     if np.any(~led & ((part < 0) | (inter < 0))):

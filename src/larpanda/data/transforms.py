@@ -18,13 +18,14 @@ import math
 
 import numpy as np
 
+from ..constants import ENERGY_THRESHOLD_MEV
 from .event import Event, renumber_ids
 
 CENTER = 384.0
 SCALE = 768 * math.sqrt(3) / 2  # 665.1075..., docs/design.md §6.2
 GRID_SIZE = 0.001
 LOG_MIN, LOG_MAX = 0.01, 20.0
-ENERGY_THRESHOLD = 0.13  # MeV, strict cut (docs/design.md §6.1)
+ENERGY_THRESHOLD = ENERGY_THRESHOLD_MEV  # the cut's former name here, kept importable (docs/design.md §6.1)
 
 _F32 = np.float32
 _LOG_LO = _F32(np.log10(LOG_MIN))
@@ -184,7 +185,7 @@ def augment_coord_energy(coord, energy, augment: dict, rng: np.random.Generator)
 # ------------------------------------------------------------------------------------- prepare
 
 
-def prepare(event: Event, energy_threshold: float = ENERGY_THRESHOLD, augment: dict | None = None, rng=None) -> dict:
+def prepare(event: Event, energy_threshold: float = ENERGY_THRESHOLD_MEV, augment: dict | None = None, rng=None) -> dict:
     """One event → model inputs (numpy), rows in GridSample order.
 
     Returns a dict with ``coord`` (N,3) f32 normalized (augmented if ``augment``), ``grid_coord`` (N,3)
@@ -222,16 +223,17 @@ def prepare(event: Event, energy_threshold: float = ENERGY_THRESHOLD, augment: d
     }
 
 
-def prepare_batch(events, energy_threshold: float = ENERGY_THRESHOLD, augment: dict | None = None, rngs=None,
+def prepare_batch(events, energy_threshold: float = ENERGY_THRESHOLD_MEV, augment: dict | None = None, rngs=None,
                   packed=None):
     """Vectorized ``collate([prepare(e, ...) for e in events])`` (identical output, tested).
 
-    The cut, normalization, log transform, grid flooring, hashing, label gathers and instance renumbering
-    run once over the concatenated batch in column-major (3, N) layout (1-D gathers are several times
-    faster than numpy row gathers); only the per-event argsort (and augmentation) loops over events.
-    Events whose cells collide (duplicate voxels) fall back to the per-event path. ``rngs``: one
-    Generator per event when ``augment`` is given. ``packed`` = (points (N,8), clusters (M,6), npts (B,),
-    nrows (B,)) of the same events already concatenated (saves a copy; see `pilarnet.check_chunk`).
+    The cut, normalization, GridSample, log transform, label gathers and instance renumbering run once over
+    the concatenated batch, in column-major (3, N) layout (1-D gathers are several times faster than numpy
+    row gathers); only the per-event sort and the augmentations loop over events. A batch where two points
+    of an event share a grid cell (duplicate voxels) takes the per-event path. ``rngs``: one Generator per
+    event when ``augment`` is given. ``packed`` = (points (N,8), clusters (M,6), points per event (B,),
+    cluster rows per event (B,)[, points' first 4 columns as (4, N)]) of the same events already
+    concatenated (see `pilarnet.check_chunk`).
     """
     import torch
 
@@ -240,80 +242,117 @@ def prepare_batch(events, energy_threshold: float = ENERGY_THRESHOLD, augment: d
     B = len(events)
     if augment and (rngs is None or len(rngs) != B):
         raise ValueError("prepare_batch: augment needs one rng per event")
-    P = None
+    cl, npts, nrows, P = _packed_tables(events, packed)
+    cells = _grid_sample_batch(P, npts, energy_threshold)
+    if cells is None:  # a shared cell: the reference path keeps one point of it (a random one when augmenting)
+        return collate([prepare(ev, energy_threshold, augment, None if rngs is None else rngs[i]) for i, ev in enumerate(events)])
+    index, counts, coord_cols, grid_coord = cells
+    out = _features_batch(coord_cols, log_transform(P[3].take(index)), counts, augment, rngs)
+    out["grid_coord"] = grid_coord
+    out.update(_labels_batch(cl, nrows, index))
+    ends, p_end = np.cumsum(counts).tolist(), np.cumsum(npts).tolist()
+    for b in np.flatnonzero(counts):  # rows of the batch -> rows of each event
+        index[ends[b] - counts[b] : ends[b]] -= p_end[b] - npts[b]
+    out["index"] = index
+    batch = Point({k: torch.from_numpy(v) for k, v in out.items()})
+    batch["offset"] = torch.from_numpy(np.cumsum(counts))
+    batch["batch"] = torch.from_numpy(np.repeat(np.arange(B), counts))
+    return batch
+
+
+def _packed_tables(events, packed):
+    """(clusters (M,6), points per event, rows per event, (4, N) x/y/z/E of all points) of a batch."""
     if packed is not None:
         pts, cl, npts, nrows = packed[:4]
-        P = packed[4] if len(packed) > 4 else None
-    else:
-        npts = np.fromiter((len(e.point) for e in events), np.int64, B)
-        nrows = np.fromiter((len(e.cluster) for e in events), np.int64, B)
-        pts = np.concatenate([e.point for e in events]) if B else np.zeros((0, 8), _F32)
-        cl = np.concatenate([e.cluster for e in events]) if B else np.zeros((0, 6), np.int64)
-    p_off = np.concatenate([[0], np.cumsum(npts)])
-    if P is None:
-        P = np.ascontiguousarray(pts[:, :4].T)  # (4, N): x, y, z, E
+        return cl, npts, nrows, (packed[4] if len(packed) > 4 else np.ascontiguousarray(pts[:, :4].T))
+    B = len(events)
+    npts = np.fromiter((len(e.point) for e in events), np.int64, B)
+    nrows = np.fromiter((len(e.cluster) for e in events), np.int64, B)
+    pts = np.concatenate([e.point for e in events]) if B else np.zeros((0, 8), _F32)
+    cl = np.concatenate([e.cluster for e in events]) if B else np.zeros((0, 6), np.int64)
+    return cl, npts, nrows, np.ascontiguousarray(pts[:, :4].T)
+
+
+def _grid_sample_batch(P, npts, energy_threshold):
+    """Energy cut, `normalize_coord` and `grid_sample` of every event of a batch at once (in place where
+    possible: large temporaries cost page faults).
+
+    Returns (kept rows of the concatenated points in each event's GridSample order, kept points per event,
+    the 3 sorted normalized coordinate columns, ``grid_coord`` (K, 3) int64), or None when two points of one
+    event share a grid cell."""
     thr = -np.inf if energy_threshold is None else _F32(energy_threshold)
     kidx = np.flatnonzero(P[3] > thr)
-    eid = np.repeat(np.arange(B), npts)[kidx]
-    counts = np.bincount(eid, minlength=B)
-    k_off = np.concatenate([[0], np.cumsum(counts)])
-    coord = normalize_coord(P[:3].take(kidx, axis=1))  # (3, K), elementwise identical to the row layout
-    g = np.floor(coord / _F32(GRID_SIZE)).astype(np.int64)
-    nonempty = np.flatnonzero(counts)
-    if len(nonempty):
-        gmin = np.zeros((3, B), np.int64)
-        gmin[:, nonempty] = np.minimum.reduceat(g, k_off[nonempty], axis=1)
-        g -= gmin.take(eid, axis=1)
+    k_off = np.searchsorted(kidx, np.concatenate([[0], np.cumsum(npts)])).tolist()
+    counts = np.diff(k_off)
+    coord = P[:3].take(kidx, axis=1)
+    coord -= _F32(CENTER)
+    coord /= _F32(SCALE)  # normalize_coord, elementwise identical
+    g = np.divide(coord, _F32(GRID_SIZE))
+    g = np.floor(g, out=g).astype(np.int32)  # voxels 0..767: |g| < 600 (the int64 cast is ~20x slower)
+    nonempty = np.flatnonzero(counts).tolist()
+    for b in nonempty:
+        sl = g[:, k_off[b] : k_off[b + 1]]
+        sl -= sl.min(axis=1, keepdims=True)
     key = np.full(g.shape[1], _FNV_OFFSET, dtype=np.uint64)
-    for j in range(3):  # fnv_hash_vec on contiguous columns
+    for j in range(3):  # fnv_hash_vec on the columns (g >= 0: the uint64 values of the int64 grid)
         key *= _FNV_PRIME
-        key ^= g[j].view(np.uint64)
+        key ^= g[j].astype(np.uint64)
     order = np.empty(len(key), np.int64)
     for b in nonempty:
         a, e = k_off[b], k_off[b + 1]
-        order[a:e] = np.argsort(key[a:e]) + a
-    ks = key.take(order)
-    if np.any((ks[1:] == ks[:-1]) & (eid[1:] == eid[:-1])):  # a shared cell: use the reference path
-        samples = [prepare(ev, energy_threshold, augment, None if rngs is None else rngs[i]) for i, ev in enumerate(events)]
-        return collate(samples)
-    index = kidx.take(order)
-    feat = np.empty((len(index), 4), _F32)
-    feat[:, :3] = coord.take(order, axis=1).T
-    feat[:, 3] = log_transform(P[3].take(index))
-    grid_coord = np.ascontiguousarray(g.take(order, axis=1).T)
-    if augment:
-        for b in nonempty:
-            a, e = k_off[b], k_off[b + 1]
-            c, en = augment_coord_energy(feat[a:e, :3].copy(), feat[a:e, 3:].copy(), augment, rngs[b])
-            feat[a:e, :3], feat[a:e, 3:] = c, en
-    # labels: global cluster row of each point (rows are in event order and sizes sum to the counts)
+        o, ks = _argsort_keys(key[a:e])
+        if (ks[1:] == ks[:-1]).any():
+            return None
+        np.add(o, a, out=order[a:e])
+    grid_coord = np.stack([c.take(order) for c in g], axis=1, dtype=np.int64)
+    return kidx.take(order), counts, [c.take(order) for c in coord], grid_coord
+
+
+def _argsort_keys(key):
+    """(``np.argsort(key, kind="stable")``, the sorted keys) of uint64 hashes (np.argsort's order too, the
+    keys being distinct when it is used), in two passes ~2-5x faster: a radix sort on the top 16 bits, then
+    timsort of the keys in that order, which are then almost sorted."""
+    first = np.argsort((key >> np.uint64(48)).astype(np.uint16), kind="stable")
+    k1 = key.take(first)
+    second = np.argsort(k1, kind="stable")
+    return first.take(second), k1.take(second)
+
+
+def _features_batch(cols, energy, counts, augment, rngs):
+    """``coord`` (K,3), ``energy`` (K,1) and ``feat`` (K,4) from the sorted coordinate columns and the
+    log energies; augmentations act per event on copies, as `prepare` does."""
+    coord = np.stack(cols, axis=1)
+    if not augment:
+        return {"coord": coord, "energy": energy[:, None], "feat": np.stack(cols + [energy], axis=1)}
+    energy = energy[:, None].copy()
+    k_off = np.concatenate([[0], np.cumsum(counts)])
+    for b in np.flatnonzero(counts):
+        a, e = k_off[b], k_off[b + 1]
+        coord[a:e], energy[a:e] = augment_coord_energy(coord[a:e].copy(), energy[a:e].copy(), augment, rngs[b])
+    return {"coord": coord, "energy": energy, "feat": np.concatenate([coord, energy], axis=1)}
+
+
+def _labels_batch(cl, nrows, index):
+    """Per-point labels of a batch: the cluster row of each kept point (rows are in event order and their
+    sizes sum to the point counts), motif, pid (−1 → 5), instances renumbered 0..K−1 per event among the
+    rows that keep a point (`renumber_ids`), −1 for LED; gathered from one (4, rows) table."""
     row = np.repeat(np.arange(len(cl)), cl[:, 0]).take(index)
-    pid = np.ascontiguousarray(cl[:, 5]).astype(np.int64).take(row)
-    pid[pid < 0] = 5
     present = np.zeros(len(cl), bool)
     present[row] = True
-    row_event = np.repeat(np.arange(B), nrows)
-    out = {
-        "coord": np.ascontiguousarray(feat[:, :3]),
-        "grid_coord": grid_coord,
-        "energy": np.ascontiguousarray(feat[:, 3:]),
-        "feat": feat,
-        "index": index - p_off.take(eid),
-        "segment_motif": np.ascontiguousarray(cl[:, 4]).astype(np.int64).take(row),
-        "segment_pid": pid,
-    }
-    for name, col in (("instance_particle", 2), ("instance_interaction", 3)):
+    row_event = np.repeat(np.arange(len(nrows)), nrows)
+    table = np.empty((4, len(cl)), np.int64)
+    table[0] = cl[:, 4]
+    table[1] = cl[:, 5]
+    table[1][table[1] < 0] = 5
+    for j, col in ((2, 2), (3, 3)):
         ids = cl[:, col].astype(np.int64)
         use = np.flatnonzero(present & (ids >= 0))
-        inst = np.full(len(cl), -1, np.int64)
+        table[j] = -1
         if len(use):
             packed_ids = (row_event[use] << 40) + ids[use]  # raw ids < 2**40 assumed (Supera ids are small)
             uniq, inv = np.unique(packed_ids, return_inverse=True)
             inv = inv.reshape(-1)
             first = np.searchsorted(uniq >> 40, uniq >> 40, side="left")
-            inst[use] = inv - first[inv]
-        out[name] = inst.take(row)
-    batch = Point({k: torch.from_numpy(v) for k, v in out.items()})
-    batch["offset"] = torch.from_numpy(np.cumsum(counts))
-    batch["batch"] = torch.from_numpy(np.repeat(np.arange(B), counts))
-    return batch
+            table[j][use] = inv - first[inv]
+    names = ("segment_motif", "segment_pid", "instance_particle", "instance_interaction")
+    return dict(zip(names, table.take(row, axis=1)))  # contiguous rows of one (4, K) array

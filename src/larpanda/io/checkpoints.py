@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_write_bytes, atomic_write_text
+from ..constants import ENERGY_THRESHOLD_MEV
 from ..errors import UserError
 from ..nn.ptv3 import PointTransformerV3
 
@@ -31,7 +32,7 @@ class Backbone(PointTransformerV3):
         super().__init__(**kwargs)
         self.config = {"task": "backbone", "backbone": _jsonable(dict(self.kwargs))}
 
-    def embed(self, event, energy_threshold: float = 0.13) -> np.ndarray:
+    def embed(self, event, energy_threshold: float = ENERGY_THRESHOLD_MEV) -> np.ndarray:
         """Per-point up-cast features (N_kept, sum(enc_channels)) of one `Event`, fp32, eval mode.
 
         Rows follow the event's voxel order restricted to the points passing the energy cut
@@ -128,7 +129,8 @@ def official_to_config(official: dict) -> dict:
     cfg = dict(official)
     if "backbone" not in cfg or not isinstance(cfg["backbone"], dict):
         return {"task": "backbone", "backbone": _jsonable(cfg)}
-    task = "panoptic" if "num_queries" in cfg else "semantic"
+    # a Detector always has full_in_channels (a required kwarg), a Segmenter backbone_out_channels
+    task = "panoptic" if ("full_in_channels" in cfg or "num_queries" in cfg) else "semantic"
     return {"task": task, "official": True, **_jsonable(cfg)}
 
 

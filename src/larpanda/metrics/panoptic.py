@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from ..data.event import PID_CLASSES
+from ..constants import PID_CLASSES
 
 
 def _as_int(a) -> np.ndarray:

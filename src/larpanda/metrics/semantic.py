@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.event import SEMANTIC_CLASSES
+from ..constants import NUM_SEMANTIC_CLASSES, SEMANTIC_CLASSES
 
 EPS = 1e-10
 
@@ -31,7 +31,7 @@ def _as_numpy(x) -> np.ndarray:
     return np.asarray(x).reshape(-1).astype(np.int64, copy=False)
 
 
-def confusion_matrix(pred, gt, num_classes: int = 5, ignore_index: int = -1) -> np.ndarray:
+def confusion_matrix(pred, gt, num_classes: int = NUM_SEMANTIC_CLASSES, ignore_index: int = -1) -> np.ndarray:
     """(num_classes, num_classes) int64 counts, rows = ground truth, columns = prediction.
 
     Points with ``gt == ignore_index`` are dropped. A prediction outside 0..num_classes−1 on a valid point
@@ -90,7 +90,7 @@ def metrics_from_confusion(cm: np.ndarray, exclude=(), class_names=None) -> dict
     return out
 
 
-def semantic_metrics(pred, gt, num_classes: int = 5, ignore_index: int = -1, exclude=(), class_names=None) -> dict:
+def semantic_metrics(pred, gt, num_classes: int = NUM_SEMANTIC_CLASSES, ignore_index: int = -1, exclude=(), class_names=None) -> dict:
     """Pooled metrics of one concatenated prediction/label pair (any shapes, flattened). See module doc."""
     cm = confusion_matrix(pred, gt, num_classes, ignore_index)
     return metrics_from_confusion(cm, exclude=exclude, class_names=class_names)
@@ -102,7 +102,7 @@ class SemanticAccumulator:
     Pooling the confusion matrices equals computing the metrics on the concatenated arrays.
     """
 
-    def __init__(self, num_classes: int = 5, ignore_index: int = -1, exclude=(), class_names=None):
+    def __init__(self, num_classes: int = NUM_SEMANTIC_CLASSES, ignore_index: int = -1, exclude=(), class_names=None):
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.exclude, self.class_names = tuple(exclude), class_names
         self.cm = np.zeros((num_classes, num_classes), dtype=np.int64)

@@ -110,6 +110,13 @@ class SparseLevel:
             self._children = table
         return self._children
 
+    def children_by_offset(self):
+        """(after `coarsen`) ``(k, fine rows)`` for each child offset k in 0..7 that some fine site has."""
+        for k in range(8):
+            rows = torch.nonzero(self.child_offset == k).squeeze(1)
+            if rows.numel():
+                yield k, rows
+
     def coarsen(self) -> "SparseLevel":
         """The stride-2 coarse level: sites unique(x // 2) sorted by (batch, x, y, z); sets parent maps."""
         half = self.coords.clone()
@@ -128,35 +135,43 @@ def _kaiming(weight: torch.Tensor, fan_in: int) -> None:
     nn.init.uniform_(weight, -1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in))
 
 
-class SubMConv3d(nn.Module):
+class _SparseConv(nn.Module):
+    """The parameters of the sparse convolutions below: weight (K, C_in, C_out) uniform ±1/√fan_in, optional
+    zero bias."""
+
+    def __init__(self, kernel_volume: int, c_in: int, c_out: int, bias: bool, fan_in: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(kernel_volume, c_in, c_out))
+        self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
+        _kaiming(self.weight, fan_in)
+
+    def _with_bias(self, out: torch.Tensor) -> torch.Tensor:
+        return out if self.bias is None else out + self.bias
+
+
+class SubMConv3d(_SparseConv):
     """Kernel-3 submanifold sparse convolution. weight (27, C_in, C_out)."""
 
     def __init__(self, c_in: int, c_out: int, bias: bool = False):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(27, c_in, c_out))
-        self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
-        _kaiming(self.weight, 27 * c_in)
+        super().__init__(27, c_in, c_out, bias, fan_in=27 * c_in)
 
     def forward(self, feat: torch.Tensor, level: SparseLevel) -> torch.Tensor:
         k, c_in, c_out = self.weight.shape
         if feat.shape[0] * k * c_in <= IM2COL_MAX_ELEMENTS:  # one gather + one matmul (fast for small N)
             padded = torch.cat([feat, feat.new_zeros((1, c_in))], 0)
             out = padded[level.neighbor_table()].reshape(feat.shape[0], k * c_in) @ self.weight.reshape(k * c_in, c_out)
-            return out if self.bias is None else out + self.bias
+            return self._with_bias(out)
         out = feat.new_zeros((feat.shape[0], c_out))
         for k, rows_in, rows_out in level.submanifold_map():
             out = out.index_add(0, rows_out, feat[rows_in] @ self.weight[k])
-        return out if self.bias is None else out + self.bias
+        return self._with_bias(out)
 
 
-class DownConv3d(nn.Module):
+class DownConv3d(_SparseConv):
     """Kernel-2 stride-2 sparse convolution fine → coarse. weight (8, C_in, C_out)."""
 
     def __init__(self, c_in: int, c_out: int, bias: bool = False):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(8, c_in, c_out))
-        self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
-        _kaiming(self.weight, 8 * c_in)
+        super().__init__(8, c_in, c_out, bias, fan_in=8 * c_in)
 
     def forward(self, feat: torch.Tensor, fine: SparseLevel, coarse: SparseLevel) -> torch.Tensor:
         k, c_in, c_out = self.weight.shape
@@ -164,36 +179,28 @@ class DownConv3d(nn.Module):
             padded = torch.cat([feat, feat.new_zeros((1, c_in))], 0)
             table = fine.children_table(len(coarse))
             out = padded[table].reshape(len(coarse), k * c_in) @ self.weight.reshape(k * c_in, c_out)
-            return out if self.bias is None else out + self.bias
+            return self._with_bias(out)
         out = feat.new_zeros((len(coarse), c_out))
-        for k in range(8):
-            rows = torch.nonzero(fine.child_offset == k).squeeze(1)
-            if rows.numel():
-                out = out.index_add(0, fine.parent[rows], feat[rows] @ self.weight[k])
-        return out if self.bias is None else out + self.bias
+        for k, rows in fine.children_by_offset():
+            out = out.index_add(0, fine.parent[rows], feat[rows] @ self.weight[k])
+        return self._with_bias(out)
 
 
-class UpConv3d(nn.Module):
+class UpConv3d(_SparseConv):
     """Kernel-2 stride-2 transposed sparse convolution coarse → the fine sites. weight (8, C_in, C_out)."""
 
     def __init__(self, c_in: int, c_out: int, bias: bool = False):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(8, c_in, c_out))
-        self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
-        _kaiming(self.weight, c_in)
+        super().__init__(8, c_in, c_out, bias, fan_in=c_in)
 
     def forward(self, feat: torch.Tensor, fine: SparseLevel) -> torch.Tensor:
         k, c_in, c_out = self.weight.shape
         if feat.shape[0] * k * c_out <= IM2COL_MAX_ELEMENTS:  # all 8 children of every coarse site, then pick
             y = (feat @ self.weight.permute(1, 0, 2).reshape(c_in, k * c_out)).reshape(-1, k, c_out)
-            out = y[fine.parent, fine.child_offset]
-            return out if self.bias is None else out + self.bias
+            return self._with_bias(y[fine.parent, fine.child_offset])
         out = feat.new_zeros((len(fine), c_out))
-        for k in range(8):
-            rows = torch.nonzero(fine.child_offset == k).squeeze(1)
-            if rows.numel():
-                out = out.index_copy(0, rows, feat[fine.parent[rows]] @ self.weight[k])
-        return out if self.bias is None else out + self.bias
+        for k, rows in fine.children_by_offset():
+            out = out.index_copy(0, rows, feat[fine.parent[rows]] @ self.weight[k])
+        return self._with_bias(out)
 
 
 class ResidualBlock(nn.Module):

@@ -13,6 +13,7 @@ import random
 
 import numpy as np
 
+from ..constants import MIN_RAW_POINTS  # events below are regenerated from the same stream (v2 test split is ~pre-filtered)
 from ..data.event import Event
 from . import physics as ph
 from .labels import Registry, assemble
@@ -43,7 +44,6 @@ MPR_MARGIN = -20.0  # negative: start box enlarged by 20 cm
 KE_MIN_MEV = 5.0
 LED_FRACTION = (0.16, 0.28)  # target raw LED fraction per event (PILArNet-M: 21.9 %, docs/model.md §5.6)
 E_FLOOR = 0.01  # MeV, voxels below are dropped (docs/model.md §5.4)
-MIN_RAW_POINTS = 1024  # events below are regenerated from the same stream (v2 test split is ~pre-filtered)
 
 _KIND = {"e-": ("e", -1), "e+": ("e", 1), "mu-": ("mu", -1), "mu+": ("mu", 1), "pi+": ("pi", 1),
          "pi-": ("pi", -1), "pi0": ("pi0", 0), "p": ("p", 1), "gamma": ("gamma", 0)}

@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from ..constants import ENERGY_THRESHOLD_MEV
 from ..data.event import Event
 from . import physics as ph
 from .voxelize import GRID, deposit_segments, inside, key_to_ijk, voxel_key
@@ -117,7 +118,8 @@ def _led_blips(rng, n, anchor_ijk, taken):
     # so the background is kept mostly sub-threshold to approach PILArNet-M's 85–90 % of raw LED voxels
     # below the cut.
     low = rng.random(k) < BLIP_BELOW_CUT
-    e = np.where(low, 10 ** rng.uniform(-2.0, np.log10(0.13), k), 0.13 * np.exp(rng.exponential(1.16, k)))
+    e = np.where(low, 10 ** rng.uniform(-2.0, np.log10(ENERGY_THRESHOLD_MEV), k),
+                 ENERGY_THRESHOLD_MEV * np.exp(rng.exponential(1.16, k)))
     return ijk, np.minimum(e, 5.0)
 
 

@@ -1,6 +1,8 @@
 """Event statistics compared with PILArNet-M and the simulator acceptance bands (docs/model.md §5.7).
 
-``summarize(events)`` works on any list of ``Event`` (simulated or read from a file). Path lengths for
+``summarize(events)`` works on any list of ``Event`` (simulated or read from a file); its counts of points,
+classes, particles and interactions are `larpanda.data.stats.EventCounts` (also behind ``larpanda info``),
+the physics figures are added here. Path lengths for
 the track rule of thumb come from column 7 (dx, mm: summed step length per voxel), which the simulator
 fills exactly; on files without it the voxels/cm figure is NaN. The track rules of thumb are measured
 on muon tracks (the PILArNet-M reference figure is a muon; protons near their Bragg peak are denser).
@@ -10,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.event import GRID_SIZE_VOXELS, SEMANTIC_CLASSES
-
-ENERGY_CUT = 0.13  # MeV, strict (docs/design.md §6.1)
+from ..constants import MIN_RAW_POINTS, SEMANTIC_CLASSES
+from ..data.event import GRID_SIZE_VOXELS
+from ..data.stats import EventCounts, fractions
 
 # (key, low, high) acceptance bands of the simulator (docs/model.md §5.7)
 TARGETS = {
@@ -53,22 +55,16 @@ def summarize(events) -> dict:
     contained muon group), muon_bragg_ratio (median over stopping muons of the mean energy of
     their last 5 voxels in time over their median voxel energy), median/mean particles and interactions, plus per-event lists under "per_event".
     """
-    raw, cut, parts, inters = [], [], [], []
-    cls = np.zeros(5, np.int64)
+    counts = EventCounts()
     e_cut_all = []
     trk_vox = trk_len = trk_e = 0.0
     sh_vox = sh_e = 0.0
     n_michel = n_stop_mu = 0
     bragg = []
     for ev in events:
+        keep = counts.add(ev)
         E = ev.energy
         m = ev.segment_motif
-        keep = E > ENERGY_CUT
-        raw.append(len(ev))
-        cut.append(int(keep.sum()))
-        parts.append(ev.num_particles)
-        inters.append(ev.num_interactions)
-        cls += np.bincount(m, minlength=5)[:5]
         e_cut_all.append(E[keep])
         trk = (m == 1) & (ev.segment_pid == 2)  # muon tracks: the ~4.2 voxel/cm, 0.5 MeV/voxel rule (docs/model.md §5.7)
         trk_vox += (trk & keep).sum()
@@ -93,8 +89,8 @@ def summarize(events) -> dict:
                     by_t = pts[np.argsort(ev.point[pts, 5])]
                     bragg.append(E[by_t[-5:]].mean() / np.median(E[by_t]))
         n_michel += int(np.unique(groups[(c[:, 4] == 2) & (sizes > 0)]).size)
-    raw, cut = np.asarray(raw), np.asarray(cut)
-    tot = max(cls.sum(), 1)
+    raw, cut = np.asarray(counts.raw), np.asarray(counts.after_cut)
+    parts, inters = counts.particles, counts.interactions
     e_cut = np.concatenate(e_cut_all) if e_cut_all else np.zeros(0)
     out = {
         "n_events": len(raw),
@@ -102,8 +98,8 @@ def summarize(events) -> dict:
         "mean_points_raw": float(raw.mean()),
         "median_points_after_cut": float(np.median(cut)),
         "mean_points_after_cut": float(cut.mean()),
-        "frac_events_ge_1024_raw": float((raw >= 1024).mean()),
-        **{f"frac_{name}": float(cls[i] / tot) for i, name in enumerate(SEMANTIC_CLASSES)},
+        "frac_events_ge_1024_raw": float((raw >= MIN_RAW_POINTS).mean()),
+        **{f"frac_{name}": v for name, v in fractions(counts.motif_raw, SEMANTIC_CLASSES).items()},
         "median_voxel_energy_after_cut": float(np.median(e_cut)) if e_cut.size else float("nan"),
         "track_voxels_per_cm": float(trk_vox / trk_len) if trk_len > 0 else float("nan"),
         "track_mev_per_voxel": float(trk_e / trk_vox) if trk_vox else float("nan"),

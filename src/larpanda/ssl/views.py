@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..constants import ENERGY_THRESHOLD_MEV
 from ..data import transforms as T
 from ..data.point import collate, offset2batch
 
@@ -90,7 +91,7 @@ class SSLTransform:
     def __init__(self, **view_kwargs):
         self.views = MultiViewGenerator(**view_kwargs)
 
-    def __call__(self, event, energy_threshold=T.ENERGY_THRESHOLD, augment=None, rng=None) -> dict:
+    def __call__(self, event, energy_threshold=ENERGY_THRESHOLD_MEV, augment=None, rng=None) -> dict:
         if rng is None:
             rng = np.random.default_rng()
         d = T.prepare(event, energy_threshold=energy_threshold)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..constants import ENERGY_THRESHOLD_MEV, MIN_RAW_POINTS
 from ..errors import UserError
 
 
@@ -68,7 +69,7 @@ def add_common_train_args(p) -> None:
     p.add_argument("--data", nargs="+", required=True, help="training HDF5 files or directories")
     p.add_argument("--val-data", nargs="+", default=None, help="validation HDF5 files or directories")
     p.add_argument("--out", required=True, help="run directory (metrics.jsonl, config.yaml, checkpoints/, weights/)")
-    p.add_argument("--config", default=None, help="task config preset name or YAML path")
+    p.add_argument("--config", default=None, help="preset name (e.g. cpu, cpu-long) or YAML merged over the mode/level preset")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V", help="override a config key (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     p.add_argument("--seed", type=int, default=None, help="seed for the label subset and training (overrides the config)")
@@ -77,9 +78,13 @@ def add_common_train_args(p) -> None:
 
 
 def load_task_config(kind: str, name_or_path, overrides=None, default: str = "default") -> dict:
-    from ..config import apply_overrides, load_config
+    """The ``default`` preset of ``kind`` (the semantic mode or the panoptic level), then the ``--config``
+    preset or YAML merged over it (e.g. the ``cpu-long`` budget), then the ``--set`` overrides."""
+    from ..config import apply_overrides, load_config, merge
 
-    cfg = load_config(name_or_path or default, kind)
+    cfg = load_config(default, kind)
+    if name_or_path:
+        cfg = merge(cfg, load_config(name_or_path, kind))
     return apply_overrides(cfg, overrides)
 
 
@@ -102,12 +107,26 @@ def make_dataset(paths, cfg_data: dict, train: bool, seed: int = 0, max_events=N
     """
     from ..data.dataset import PILArNetDataset
 
-    thr = cfg_data.get("energy_threshold", 0.13)
+    thr = cfg_data.get("energy_threshold", ENERGY_THRESHOLD_MEV)
     if train:
         thr = cfg_data.get("train_energy_threshold", thr)
-    return PILArNetDataset(resolve_data(paths), energy_threshold=thr, min_points=int(cfg_data.get("min_points", 1024)),
+    return PILArNetDataset(resolve_data(paths), energy_threshold=thr, min_points=int(cfg_data.get("min_points", MIN_RAW_POINTS)),
                            max_events=max_events, augment=(cfg_data.get("augment") or None) if train else None,
                            seed=seed, skip_bad_events=bool(cfg_data.get("skip_bad_events", False)))
+
+
+def evaluation_inputs(args, task: str):
+    """``larpanda evaluate``'s (model, dataset): the ``task`` weights ``--weights`` on ``--device``, and
+    ``--data`` with the model's energy cut, ``--min-points`` and ``--skip-bad-events``. UserError when no
+    event qualifies."""
+    from .weights import load_task_model
+
+    model = load_task_model(args.weights, task).to(args.device)
+    ds = make_dataset(args.data, {"energy_threshold": model.energy_threshold, "min_points": args.min_points,
+                                  "skip_bad_events": args.skip_bad_events}, train=False)
+    if len(ds) == 0:
+        raise UserError(f"{' '.join(map(str, args.data))}: no event qualifies (min {args.min_points} raw points; see --min-points)")
+    return model, ds
 
 
 def skipped_list(dataset) -> list:

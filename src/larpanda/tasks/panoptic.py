@@ -14,7 +14,7 @@ interaction instance_interaction / 1[id≠−1] 2 (0 LED, 1 thing) [0]     12   
 ========== ============================ ====================== ======= ======= ===============
 
 Modes: ``decoder`` (backbone frozen, run in eval mode without gradients), ``full`` (all trainable; encoder
-lr = lr·layer_decay^(depth−idx−1+3)·backbone_mult, decoder blocks lr·0.97^(2−b), docs/model.md §4.5),
+lr = lr·layer_decay^(depth−idx−1+3)·backbone_lr_mult, decoder blocks lr·0.97^(2−b), docs/model.md §4.5),
 ``scratch`` (full without pretrained weights).
 """
 
@@ -30,22 +30,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..constants import ENERGY_THRESHOLD_MEV, LED_CLASS, PID_CLASSES
 from ..errors import UserError
 from .matching import DEFAULTS as LOSS_DEFAULTS
 from .matching import detector_loss
 from .panoptic_head import MaskQueryDecoder
-from .postprocess import DEFAULTS as POST_DEFAULTS
 from .postprocess import postprocess
+from .postprocess import settings as post_settings
 
 LEVELS = {
     "particle": dict(num_classes=6, stuff_classes=[5], num_queries=32, mlp_point_proj=True,
-                     instance_key="instance_particle", class_names=["photon", "electron", "muon", "pion", "proton"]),
+                     instance_key="instance_particle", class_names=list(PID_CLASSES[:5])),
     "interaction": dict(num_classes=2, stuff_classes=[0], num_queries=12, mlp_point_proj=False,
                         instance_key="instance_interaction", class_names=["thing"]),
 }
 MODES = ("decoder", "full", "scratch")
 DECODER_KEYS = ("hidden_channels", "num_heads", "num_queries", "depth", "mlp_ratio", "qkv_bias", "mlp_point_proj",
-                "pos_on_keys", "pos_emb")
+                "pos_on_keys", "pos_emb", "qk_scale", "layer_scale")
 
 
 def level_labels(batch, level: str):
@@ -64,15 +65,22 @@ class PanopticModel(nn.Module):
     """Backbone + mask-query decoder.
 
     Args:
-        backbone: PTv3 kwargs (official names); enc_mode is forced True (docs/model.md §4.1).
+        backbone: PTv3 kwargs (official names); enc_mode is forced True and the mask token dropped
+            (docs/model.md §4.1) unless ``exact_backbone``.
         level: "particle" or "interaction". mode: one of MODES.
         decoder: overrides of the decoder kwargs (hidden_channels 256, num_heads 16, depth 3, ...).
-        loss: overrides of `matching.DEFAULTS`. postprocess: overrides of `postprocess.DEFAULTS`.
+        loss: overrides of `matching.DEFAULTS`. postprocess: overrides of `postprocess.DEFAULTS` (checked by
+            `postprocess.settings`).
         energy_threshold: MeV cut of `transforms.prepare` at inference (0.13).
+        stuff_classes: the stuff (LED) classes, default the level's ([5] particle, [0] interaction); an official
+            Detector config may name others or none (then the background class is −1).
+        exact_backbone: use the ``backbone`` kwargs as given (an official checkpoint's own mask token;
+            ``enc_mode`` must be True) instead of the training layout (enc_mode forced True, no mask token).
     """
 
     def __init__(self, backbone: dict, level: str = "particle", mode: str = "decoder", decoder: dict | None = None,
-                 loss: dict | None = None, postprocess: dict | None = None, energy_threshold: float = 0.13):
+                 loss: dict | None = None, postprocess: dict | None = None, energy_threshold: float = ENERGY_THRESHOLD_MEV,
+                 stuff_classes=None, exact_backbone: bool = False):
         super().__init__()
         from ..nn.ptv3 import PointTransformerV3
 
@@ -82,24 +90,33 @@ class PanopticModel(nn.Module):
             raise UserError(f"--mode {mode}: choose from {', '.join(MODES)}")
         self.level, self.mode = level, mode
         lv = LEVELS[level]
-        bb = dict(backbone)
-        bb["enc_mode"] = True
-        bb["mask_token"] = False  # docs/model.md §4.1 (the SSL mask token is dropped on load)
-        for k in ("dec_depths", "dec_channels", "dec_num_head", "dec_patch_size", "freeze_encoder"):
-            bb.pop(k, None)
+        bb = {k: v for k, v in dict(backbone).items() if k != "type"}
+        self.exact_backbone = bool(exact_backbone)
+        if self.exact_backbone:
+            if not bb.get("enc_mode", False):
+                raise UserError("panoptic backbone: enc_mode must be True (the decoder reads the up-cast encoder "
+                                "features; a backbone with its own PTv3 decoder is not supported)")
+        else:
+            bb["enc_mode"] = True
+            bb["mask_token"] = False  # docs/model.md §4.1 (the SSL mask token is dropped on load)
+            for k in ("dec_depths", "dec_channels", "dec_num_head", "dec_patch_size", "freeze_encoder"):
+                bb.pop(k, None)
         self.backbone_kwargs = bb
-        self.backbone = PointTransformerV3(**bb)
+        try:
+            self.backbone = PointTransformerV3(**bb)
+        except (ValueError, TypeError, AssertionError) as exc:
+            raise UserError(f"invalid panoptic backbone config: {exc}") from None
         dk = dict(hidden_channels=256, num_heads=16, num_queries=lv["num_queries"], depth=3, mlp_ratio=4.0,
                   qkv_bias=True, mlp_point_proj=lv["mlp_point_proj"], pos_on_keys=True, pos_emb=True)
         dk.update({k: v for k, v in (decoder or {}).items() if k in DECODER_KEYS})
         self.decoder_kwargs = dk
         self.full_in_channels = int(sum(self.backbone.config["enc_channels"]))
+        self.stuff_classes = tuple(int(c) for c in (lv["stuff_classes"] if stuff_classes is None else stuff_classes))
         self.decoder = MaskQueryDecoder(full_in_channels=self.full_in_channels, num_classes=lv["num_classes"],
-                                        stuff_classes=lv["stuff_classes"], **dk)
+                                        stuff_classes=self.stuff_classes, **dk)
         self.num_classes = lv["num_classes"]
-        self.stuff_classes = tuple(lv["stuff_classes"])
         self.loss_cfg = {**LOSS_DEFAULTS, **(loss or {})}
-        self.post_cfg = {**POST_DEFAULTS, **(postprocess or {})}
+        self.post_cfg = post_settings(postprocess, where="panoptic postprocess config")
         self.energy_threshold = energy_threshold
         self.feature_cache: dict | None = None  # decoder mode: enable_feature_cache()
         self._apply_freeze()
@@ -128,7 +145,13 @@ class PanopticModel(nn.Module):
         return {"task": "panoptic", "level": self.level, "mode": self.mode, "backbone": self.backbone_kwargs,
                 "decoder": self.decoder_kwargs, "loss": self.loss_cfg, "postprocess": self.post_cfg,
                 "energy_threshold": self.energy_threshold, "num_classes": self.num_classes,
-                "stuff_classes": list(self.stuff_classes), "class_names": LEVELS[self.level]["class_names"]}
+                "stuff_classes": list(self.stuff_classes), "class_names": LEVELS[self.level]["class_names"]} | (
+                    {"exact_backbone": True} if self.exact_backbone else {})
+
+    @property
+    def background_class(self) -> int:
+        """Class of the stuff points in the predictions: the first stuff class, or −1 without one (Panda)."""
+        return self.stuff_classes[0] if self.stuff_classes else -1
 
     # --- forward ----------------------------------------------------------------------------------
     def features(self, point) -> torch.Tensor:
@@ -157,7 +180,8 @@ class PanopticModel(nn.Module):
         return torch.cat([self.feature_cache[k].to(dev).float() for k in keys])  # (fp16 cat fails under CPU autocast)
 
     def forward(self, point) -> dict:
-        """Decoder outputs (see `MaskQueryDecoder.forward`) for a collated batch."""
+        """Decoder outputs (see `MaskQueryDecoder.forward`) for a collated batch; in eval mode they include
+        ``seg_logits`` (N, K), the official Detector's per-point class logits in the batch's row order."""
         if self.feature_cache is not None and self.training and "event_index" in point and "file_index" in point:
             feat = self._cached_features(point)
         else:
@@ -192,20 +216,37 @@ class PanopticModel(nn.Module):
         return grouped(self, scale, lambda name, p: no_weight_decay(name, p) or "query_feat" in name or "query_embed" in name)
 
     # --- inference --------------------------------------------------------------------------------
-    @torch.no_grad()
-    def infer(self, point, **post) -> list[dict]:
-        """Post-processed predictions for a collated batch: per event a dict of (N_b,) numpy arrays
-        ``instance`` (rank+1, −1 stuff), ``cls``, ``score``, ``stuff_prob`` in the batch's row order."""
-        out = self(point)
+    def set_postprocess(self, **values) -> dict:
+        """Update the post-processing settings (``post_cfg``, checked by `postprocess.settings`) used by
+        `predict`, `infer` and evaluation; returns them."""
+        self.post_cfg = post_settings(values, base=self.post_cfg)
+        return self.post_cfg
+
+    def postprocess(self, out: dict, **post) -> dict:
+        """`postprocess.postprocess` of decoder outputs with the model's settings (``post_cfg``) updated by
+        ``post``: (B, N) tensors ``instance``, ``cls``, ``score`` and the (B, N) ``stuff_prob``."""
         z, c = out["layers"][-1]
         valid = out["valid"]
         stuff = torch.zeros(valid.shape, device=z.device)
         stuff[out["batch"], out["col"]] = torch.sigmoid(out["stuff_logits"].float())
-        bg = self.stuff_classes[0]
-        pp = postprocess(z, c, stuff, valid, self.stuff_classes, bg, **{**self.post_cfg, **post})
+        cfg = post_settings(post, base=self.post_cfg)
+        return postprocess(z, c, stuff, valid, self.stuff_classes, self.background_class, **cfg) | {"stuff_prob": stuff}
+
+    @torch.no_grad()
+    def infer(self, point, **post) -> list[dict]:
+        """Post-processed predictions for a collated batch: per event a dict of (N_b,) numpy arrays
+        ``instance`` (rank+1, −1 stuff), ``cls``, ``score``, ``stuff_prob`` and, in eval mode, (N_b, K)
+        ``seg_logits``, in the batch's row order. ``post`` overrides the post-processing settings."""
+        out = self(point)
+        pp = self.postprocess(out, **post)
         res = []
+        off = 0
         for b, n in enumerate(out["counts"].tolist()):
-            res.append({k: v[b, :n].cpu().numpy() for k, v in pp.items()} | {"stuff_prob": stuff[b, :n].cpu().numpy()})
+            r = {k: v[b, :n].cpu().numpy() for k, v in pp.items()}
+            if "seg_logits" in out:
+                r["seg_logits"] = out["seg_logits"][off:off + n].float().cpu().numpy()
+            res.append(r)
+            off += n
         return res
 
     @property
@@ -213,22 +254,30 @@ class PanopticModel(nn.Module):
         """Name of `predict`'s per-point class output: ``pid`` (particle) or ``interaction_class``."""
         return "pid" if self.level == "particle" else "interaction_class"
 
-    def empty_prediction(self, n: int) -> dict:
+    def empty_prediction(self, n: int, logits: bool = False) -> dict:
         """`predict`'s output for an event of ``n`` rows none of which is predicted (all removed)."""
-        return {"instance": np.full(n, -1, np.int64), self.class_key: np.full(n, -1, np.int64),
-                "score": np.zeros(n, np.float32)}
+        out = {"instance": np.full(n, -1, np.int64), self.class_key: np.full(n, -1, np.int64),
+               "score": np.zeros(n, np.float32)}
+        if logits:
+            out["seg_logits"] = np.zeros((n, self.num_classes), np.float32)
+        return out
 
     @torch.no_grad()
-    def predict(self, event) -> dict:
+    def predict(self, event, logits: bool = False) -> dict:
         """Per raw row of ``event``: ``instance`` (int64, −1 stuff/LED or removed by the cut), ``pid``
         (particle level; the class, −1 for cut rows) or ``interaction_class`` (interaction level), ``score``
-        (float32 confidence; 0 for cut rows)."""
+        (float32 confidence; 0 for cut rows); with ``logits`` also ``seg_logits`` (N, K) float32, the
+        official Detector's per-point class logits (0 for cut rows). Post-processing uses ``post_cfg``."""
         from ..io.events import run_on_event
 
+        out = self.empty_prediction(len(event), logits)
+        if len(event) == 0 or not (event.energy > self.energy_threshold).any():  # nothing survives the cut
+            return out
         d, r = run_on_event(self, event, self.energy_threshold, lambda point: self.infer(point)[0])
-        out = self.empty_prediction(len(event))
         idx = d["index"]
         out["instance"][idx], out[self.class_key][idx], out["score"][idx] = r["instance"], r["cls"], r["score"]
+        if logits:
+            out["seg_logits"][idx] = r["seg_logits"]
         return out
 
     def embed(self, event) -> np.ndarray:
@@ -241,23 +290,63 @@ class PanopticModel(nn.Module):
 def model_from_config(cfg: dict) -> PanopticModel:
     """Build a `PanopticModel` from a weights ``config.json`` dict (task "panoptic"), for `io.load_model`.
     Also accepts an official Panda ``Detector`` config (``full_in_channels``, ``num_queries``, ...)."""
-    if "level" not in cfg and "num_queries" in cfg:
+    if "level" not in cfg and ("num_queries" in cfg or "full_in_channels" in cfg):
         return PanopticModel(**from_panda_config(cfg))
     return PanopticModel(cfg["backbone"], level=cfg.get("level", "particle"), mode=cfg.get("mode", "full"),
                          decoder=cfg.get("decoder"), loss=cfg.get("loss"), postprocess=cfg.get("postprocess"),
-                         energy_threshold=cfg.get("energy_threshold", 0.13))
+                         energy_threshold=cfg.get("energy_threshold", ENERGY_THRESHOLD_MEV),
+                         stuff_classes=cfg.get("stuff_classes"), exact_backbone=bool(cfg.get("exact_backbone", False)))
+
+
+# The official Detector's constructor defaults (Panda: panda/model_panoptic.py ``Detector``) of the keys
+# larpanda reads; the post-processing ones are `postprocess.DEFAULTS`.
+DETECTOR_DEFAULTS = dict(num_queries=32, depth=3, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, layer_scale=None,
+                         pre_norm=True, pos_emb=True, query_type="learned", use_stuff_head=True, stuff_classes=None,
+                         mlp_point_proj=False, supervise_attn_mask=True)
+# Official Detector kwargs larpanda implements only at one value (the Panda one).
+_DETECTOR_ONLY = dict(pre_norm=True, query_type="learned", use_stuff_head=True, supervise_attn_mask=True)
 
 
 def from_panda_config(cfg: dict) -> dict:
-    """`PanopticModel` kwargs from an official ``Detector(**config)`` dict (docs/model.md §4.7)."""
-    nc = int(cfg.get("num_classes", 6))
-    level = "particle" if nc == 6 else "interaction"
-    bb = {k: v for k, v in dict(cfg.get("backbone", {})).items() if k != "type"}
-    dec = {k: cfg[k] for k in ("hidden_channels", "num_heads", "num_queries", "depth", "mlp_ratio", "qkv_bias",
-                               "mlp_point_proj") if k in cfg}
+    """`PanopticModel` kwargs from an official ``Detector(**config)`` dict (docs/model.md §4.7, docs/design.md §4.6).
+
+    Omitted keys take the official Detector defaults (`DETECTOR_DEFAULTS`: e.g. ``qkv_bias`` False,
+    ``num_queries`` 32, ``mlp_point_proj`` False, no stuff classes) and the official PTv3 defaults for the
+    backbone, which is used as configured (mask token included). Every post-processing setting of the config
+    is kept (`postprocess.DEFAULTS`). Keys that are not Detector kwargs (pimm training keys such as
+    ``criteria``) are ignored, as the official loader does; a Detector setting larpanda does not implement
+    (``pre_norm``, ``query_type``, ``use_stuff_head``, ``supervise_attn_mask`` other than Panda's, a backbone
+    without ``enc_mode``, ``num_classes`` other than 6 or 2) is a `UserError`."""
+    from ..nn import ptv3
+    from .postprocess import DEFAULTS as POST_DEFAULTS
+
+    missing = [k for k in ("num_classes", "hidden_channels", "num_heads", "backbone") if k not in cfg]
+    if missing:
+        raise UserError(f"official Detector config: missing {', '.join(missing)}")
+    c = {**DETECTOR_DEFAULTS, **cfg}
+    for k, v in _DETECTOR_ONLY.items():
+        if c[k] != v:
+            raise UserError(f"official Detector config: {k}={c[k]!r} is not supported (only {v!r})")
+    nc = int(c["num_classes"])
+    levels = {6: "particle", 2: "interaction"}
+    if nc not in levels:
+        raise UserError(f"official Detector config: num_classes={nc} is not supported (6: particle, 2: interaction)")
+    bb = {k: v for k, v in dict(c["backbone"]).items() if k != "type"}
+    full = {**ptv3.OFFICIAL_DEFAULTS, **bb}
+    if not full["enc_mode"]:
+        raise UserError("official Detector config: the backbone must have enc_mode=True (a backbone with its own "
+                        "PTv3 decoder is not supported)")
+    width = int(sum(full["enc_channels"]))
+    if "full_in_channels" in c and int(c["full_in_channels"]) != width:
+        raise UserError(f"official Detector config: full_in_channels={c['full_in_channels']} but the backbone "
+                        f"gives {width} up-cast features")
+    dec = {k: c[k] for k in ("hidden_channels", "num_heads", "num_queries", "depth", "mlp_ratio", "qkv_bias",
+                             "mlp_point_proj", "pos_emb", "qk_scale", "layer_scale")}
     dec["pos_on_keys"] = False  # Panda inference self-attention (docs/model.md §4.1)
-    post = {k: cfg[k] for k in ("stuff_threshold", "mask_threshold", "conf_threshold") if k in cfg}
-    return dict(backbone=bb, level=level, mode="full", decoder=dec, postprocess=post)
+    post = {k: c[k] for k in POST_DEFAULTS if k in c}
+    stuff = [] if c["stuff_classes"] is None else [int(x) for x in c["stuff_classes"]]
+    return dict(backbone=bb, level=levels[nc], mode="full", decoder=dec, postprocess=post, stuff_classes=stuff,
+                exact_backbone=True)
 
 
 # ------------------------------------------------------------------------------------------- runs
@@ -287,10 +376,7 @@ def evaluate_model(model: PanopticModel, dataset, batch_size: int = 4, max_event
                 t0 = time.perf_counter()
                 out = model(batch)
                 t1 = time.perf_counter()
-                z, c = out["layers"][-1]
-                stuff = torch.zeros(out["valid"].shape, device=z.device)
-                stuff[out["batch"], out["col"]] = torch.sigmoid(out["stuff_logits"].float())
-                pp = postprocess(z, c, stuff, out["valid"], model.stuff_classes, model.stuff_classes[0], **model.post_cfg)
+                pp = model.postprocess(out)
                 t_fwd += t1 - t0
                 t_post += time.perf_counter() - t1
                 inst, seg = level_labels(batch, model.level)
@@ -299,7 +385,7 @@ def evaluate_model(model: PanopticModel, dataset, batch_size: int = 4, max_event
                 for b in range(len(off) - 1):
                     sl = slice(off[b], off[b + 1])
                     m = off[b + 1] - off[b]
-                    keep = motif[sl] != 4 if exclude_led else torch.ones(m, dtype=torch.bool)
+                    keep = motif[sl] != LED_CLASS if exclude_led else torch.ones(m, dtype=torch.bool)
                     pred_inst, true_inst = pp["instance"][b, :m].cpu()[keep], inst[sl].cpu()[keep]
                     n_points += int(keep.sum())
                     if model.level == "particle":
@@ -318,7 +404,7 @@ def evaluate_model(model: PanopticModel, dataset, batch_size: int = 4, max_event
 def build_panoptic_model(mode: str, level: str, cfg: dict, weights=None) -> PanopticModel:
     """Model for a training run: pretrained backbone (decoder/full) or a model preset (scratch)."""
     kw = dict(level=level, mode=mode, decoder=cfg.get("decoder"), loss=cfg.get("loss"),
-              postprocess=cfg.get("postprocess"), energy_threshold=cfg.get("data", {}).get("energy_threshold", 0.13))
+              postprocess=cfg.get("postprocess"), energy_threshold=cfg.get("data", {}).get("energy_threshold", ENERGY_THRESHOLD_MEV))
     if mode == "scratch":
         if weights:
             raise UserError("--mode scratch trains from random initialisation; drop --weights")
@@ -365,18 +451,17 @@ def run_train(args) -> dict:
 def run_evaluate(args) -> dict:
     """``larpanda evaluate --task panoptic``: metrics JSON on stdout and (atomically) at ``--out``."""
     from ..atomic import atomic_write_json
-    from .common import make_dataset
+    from .common import evaluation_inputs
 
-    from .weights import load_task_model
+    from .postprocess_settings import parse_overrides
 
-    model = load_task_model(args.weights, "panoptic").to(args.device)
-    ds = make_dataset(args.data, {"energy_threshold": model.energy_threshold, "min_points": args.min_points,
-                                  "skip_bad_events": args.skip_bad_events}, train=False)
-    if len(ds) == 0:
-        raise UserError(f"{' '.join(map(str, args.data))}: no event qualifies (min {args.min_points} raw points; see --min-points)")
+    post = parse_overrides(args.post)
+    model, ds = evaluation_inputs(args, "panoptic")
+    model.set_postprocess(**post)
     metrics = evaluate_model(model, ds, args.batch_size, args.max_events, device=args.device, exclude_led=args.exclude_led)
     metrics["weights"] = str(args.weights)
     metrics["exclude_led"] = bool(args.exclude_led)
+    metrics["postprocess"] = dict(model.post_cfg)
     if not args.quiet or not args.out:
         print(json.dumps({k: v for k, v in metrics.items() if k != "pid_confusion"}, indent=1))
     if args.out:

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn.ptv3 import LayerScale  # per-channel gamma (keys ls{1,2,3}.gamma)
+
 NEG = -1e4  # the reference's "masked" logit / bias
 
 
@@ -36,15 +38,18 @@ class MLP(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Query self-attention within each event: keys ``q``, ``kv`` (k = first D rows, v = last D), ``proj``."""
+    """Query self-attention within each event: keys ``q``, ``kv`` (k = first D rows, v = last D), ``proj``.
+    ``qk_scale``: the attention scale (None: head_dim^−0.5, as the official ``qk_scale or head_dim**-0.5``)."""
 
-    def __init__(self, channels: int, num_heads: int, qkv_bias: bool = True, pos_on_keys: bool = True):
+    def __init__(self, channels: int, num_heads: int, qkv_bias: bool = True, pos_on_keys: bool = True,
+                 qk_scale: float | None = None):
         super().__init__()
         self.h = num_heads
         self.q = nn.Linear(channels, channels, bias=qkv_bias)
         self.kv = nn.Linear(channels, 2 * channels, bias=qkv_bias)
         self.proj = nn.Linear(channels, channels)
         self.pos_on_keys = pos_on_keys
+        self.scale = qk_scale or None
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """x, pos: (B, Q, D) → (B, Q, D). pimm training: q = Wq(x+pos), k = Wk(x+pos), v = Wv(x);
@@ -55,20 +60,21 @@ class SelfAttention(nn.Module):
         k = kv[..., :D]
         v = self.kv(x)[..., D:] if self.pos_on_keys else kv[..., D:]
         q, k, v = (t.reshape(B, Q, self.h, D // self.h).transpose(1, 2) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(B, Q, D))
 
 
 class CrossAttention(nn.Module):
     """Queries attend to points with an additive bias: keys ``q_proj``, ``k_proj``, ``v_proj``, ``proj``."""
 
-    def __init__(self, channels: int, num_heads: int, qkv_bias: bool = True):
+    def __init__(self, channels: int, num_heads: int, qkv_bias: bool = True, qk_scale: float | None = None):
         super().__init__()
         self.h = num_heads
         self.q_proj = nn.Linear(channels, channels, bias=qkv_bias)
         self.k_proj = nn.Linear(channels, channels, bias=qkv_bias)
         self.v_proj = nn.Linear(channels, channels, bias=qkv_bias)
         self.proj = nn.Linear(channels, channels)
+        self.scale = qk_scale or None
 
     def forward(self, q, k, v, bias, rows=None):
         """q (B,Q,D); k, v (B,N,D) padded, or (R,D) rows placed at ``rows`` = (event (R,), column (R,), N)
@@ -89,9 +95,10 @@ class CrossAttention(nn.Module):
         v = v.reshape(B, N, h, d).transpose(1, 2)
         if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             with torch.autocast("cpu", enabled=False):
-                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=bias.unsqueeze(1).float())
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=bias.unsqueeze(1).float(),
+                                                     scale=self.scale)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(1).to(q.dtype))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(1).to(q.dtype), scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(B, Q, D))
 
 
@@ -104,19 +111,24 @@ def _scatter_rows(x: torch.Tensor, eb: torch.Tensor, col: torch.Tensor, B: int, 
 
 class Block(nn.Module):
     """Pre-norm decoder block: mask logits from the INPUT queries, masked cross-attention, self-attention,
-    MLP (docs/model.md §4.1). Keys: norm1, norm_kv, self_attn, norm2, cross_attn, norm3, mlp, mask_mlp."""
+    MLP (docs/model.md §4.1). Keys: norm1, norm_kv, self_attn, norm2, cross_attn, norm3, mlp, mask_mlp, and
+    with ``layer_scale`` (official Detector kwarg; Panda: None) ``ls1`` (cross-attention), ``ls2``
+    (self-attention), ``ls3`` (MLP)."""
 
-    def __init__(self, channels=256, num_heads=16, mlp_ratio=4.0, qkv_bias=True, pos_on_keys=True, eps=1e-6):
+    def __init__(self, channels=256, num_heads=16, mlp_ratio=4.0, qkv_bias=True, pos_on_keys=True, eps=1e-6,
+                 qk_scale=None, layer_scale=None):
         super().__init__()
         self.norm1 = nn.LayerNorm(channels)
         self.norm_kv = nn.LayerNorm(channels)
-        self.self_attn = SelfAttention(channels, num_heads, qkv_bias, pos_on_keys)
+        self.self_attn = SelfAttention(channels, num_heads, qkv_bias, pos_on_keys, qk_scale)
         self.norm2 = nn.LayerNorm(channels)
-        self.cross_attn = CrossAttention(channels, num_heads, qkv_bias)
+        self.cross_attn = CrossAttention(channels, num_heads, qkv_bias, qk_scale)
         self.norm3 = nn.LayerNorm(channels)
         self.mlp = MLP(channels, int(channels * mlp_ratio), channels)
         self.mask_mlp = MLP(channels, channels, channels)
         self.eps = eps
+        ls = (lambda: LayerScale(channels, layer_scale)) if layer_scale is not None else nn.Identity
+        self.ls1, self.ls2, self.ls3 = ls(), ls(), ls()
 
     def forward(self, q, feat, pos_q, pos_k, key_mask, rows=None):
         """q (B,Q,D); feat (B,N,D) projected point features; pos_q (B,Q,D); pos_k (B,N,D) or None;
@@ -132,9 +144,9 @@ class Block(nn.Module):
         z = torch.einsum("bnd,bqd->bqn", kv_pad, self.mask_mlp(q).to(kv_pad.dtype))
         bias = torch.log(torch.sigmoid(z.float()).detach() + self.eps)
         bias = bias.masked_fill(~key_mask[:, None, :], NEG)
-        q = q + self.cross_attn(self.norm1(q) + pos_q, k, kv, bias, rows=rows).to(q.dtype)
-        q = q + self.self_attn(self.norm2(q), pos_q).to(q.dtype)
-        q = q + self.mlp(self.norm3(q)).to(q.dtype)
+        q = q + self.ls1(self.cross_attn(self.norm1(q) + pos_q, k, kv, bias, rows=rows)).to(q.dtype)
+        q = q + self.ls2(self.self_attn(self.norm2(q), pos_q)).to(q.dtype)
+        q = q + self.ls3(self.mlp(self.norm3(q))).to(q.dtype)
         return q, z
 
 
@@ -148,11 +160,13 @@ class MaskQueryDecoder(nn.Module):
         mlp_point_proj: MLP (pid) or Linear (vtx) for ``full_point_proj`` and ``cls_pred``.
         pos_on_keys: self-attention keys get the query positional embedding (pimm training, True) or not
             (Panda inference, False); docs/model.md §4.1.
+        qk_scale, layer_scale: the official Detector kwargs (None in Panda): attention scale (None:
+            head_dim^−0.5) and the init of the per-block layer scales ``ls1..3`` (None: no layer scale).
     """
 
     def __init__(self, full_in_channels=1232, hidden_channels=256, num_heads=16, num_classes=6, num_queries=32,
                  depth=3, mlp_ratio=4.0, qkv_bias=True, mlp_point_proj=True, stuff_classes=(5,),
-                 pos_on_keys=True, pos_emb=True):
+                 pos_on_keys=True, pos_emb=True, qk_scale=None, layer_scale=None):
         super().__init__()
         D = hidden_channels
         self.num_classes, self.num_queries = num_classes, num_queries
@@ -161,7 +175,8 @@ class MaskQueryDecoder(nn.Module):
         self.query_embed = nn.Embedding(num_queries, D)
         self.pos_emb = nn.Sequential(nn.Linear(3, D), nn.GELU(), nn.Linear(D, D)) if pos_emb else None
         self.blocks = nn.ModuleList(
-            Block(D, num_heads, mlp_ratio, qkv_bias, pos_on_keys) for _ in range(depth))
+            Block(D, num_heads, mlp_ratio, qkv_bias, pos_on_keys, qk_scale=qk_scale, layer_scale=layer_scale)
+            for _ in range(depth))
         self.final_norm = nn.LayerNorm(D)
         if mlp_point_proj:
             self.cls_pred = MLP(D, D, num_classes + 1)
@@ -185,7 +200,8 @@ class MaskQueryDecoder(nn.Module):
 
         Returns a dict: ``stuff_logits`` (N_total,), ``layers`` = list over the supervised layers of
         (mask_logits (B,Q,N) with −1e4 at stuff/padding points, class_logits (B,Q,K+1)), the last entry
-        being the final prediction; ``valid`` (B,N) bool (real points), ``counts`` (B,).
+        being the final prediction; ``valid`` (B,N) bool (real points), ``counts`` (B,); in eval mode also
+        ``seg_logits`` (N_total, K), the official Detector's per-point class logits (`seg_logits`).
         """
         B = offset.numel()
         counts = torch.diff(offset, prepend=offset.new_zeros(1))
@@ -217,5 +233,20 @@ class MaskQueryDecoder(nn.Module):
             q, z = blk(q, f, pos_q, pos_k, key_mask, rows=rows)
             z = z.masked_fill(~key_mask[:, None, :], NEG)
             layers.append((z, self.cls_pred(self.final_norm(q))))
-        return {"stuff_logits": stuff_logits, "layers": layers, "valid": valid, "counts": counts,
-                "batch": batch, "col": col}
+        out = {"stuff_logits": stuff_logits, "layers": layers, "valid": valid, "counts": counts,
+               "batch": batch, "col": col}
+        if not self.training:
+            out["seg_logits"] = seg_logits(*layers[-1], self.num_classes)[batch, col]
+        return out
+
+
+def seg_logits(mask_logits: torch.Tensor, class_logits: torch.Tensor, num_classes: int, chunk: int = 4096):
+    """Per-point class logits of the official Detector (Panda ``MaskQueryDecoder._compute_predictions``):
+    ``seg[b, n, k] = logsumexp_q(mask_logits[b, q, n] + class_logits[b, q, k])`` for the K = ``num_classes``
+    classes (no "no object"), fp32, from the final layer's (B,Q,N) mask logits (−1e4 at stuff and padding
+    points, so their values are about −1e4) and (B,Q,K+1) class logits. Returns (B, N, K); the
+    (B, Q, chunk, K) intermediate is bounded by chunking over points."""
+    z = mask_logits.float()
+    c = class_logits[..., :num_classes].float()
+    parts = [torch.logsumexp(z[:, :, s:s + chunk, None] + c[:, :, None, :], dim=1) for s in range(0, z.shape[2], chunk)]
+    return torch.cat(parts, 1) if parts else z.new_zeros(z.shape[0], 0, num_classes)

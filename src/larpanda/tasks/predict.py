@@ -36,10 +36,11 @@ def write_event_arrays(path, arrays: dict, attrs: dict, datasets: dict | None = 
                 ds.attrs["columns"] = max((1 if r.ndim == 1 else int(np.prod(r.shape[1:])) for r in rows), default=1)
 
 
-def predict_file(model, data, max_events=None, skip_bad_events: bool = False):
+def predict_file(model, data, max_events=None, skip_bad_events: bool = False, logits: bool = False):
     """``model.predict`` on every event of ``data``: ({output: [per-event arrays]}, skipped event indices,
     number of events). An event above the inference limits raises, or with ``skip_bad_events`` is logged
-    and gets ``model.empty_prediction`` (all its rows read as removed by the cut)."""
+    and gets ``model.empty_prediction`` (all its rows read as removed by the cut). ``logits``: also the
+    model's per-point logits (``seg_logits`` or ``semantic_logits``)."""
     from ..data import pilarnet
     from ..io.memory import InferenceMemoryError, log
 
@@ -51,33 +52,42 @@ def predict_file(model, data, max_events=None, skip_bad_events: bool = False):
     for start in range(0, n, chunk):
         for k, ev in enumerate(pilarnet.read_events(data, start, min(n, start + chunk))):
             try:
-                pred = model.predict(ev)
+                pred = model.predict(ev, logits=logits)
             except InferenceMemoryError as exc:
                 if not skip_bad_events:
                     raise
                 log.warning("skipping event: %s", exc)
                 skipped.append(start + k)
-                pred = model.empty_prediction(len(ev))
+                pred = model.empty_prediction(len(ev), logits)
             for name, v in pred.items():
                 outputs.setdefault(name, []).append(np.asarray(v))
     return outputs, skipped, n
 
 
 def run_predict(args) -> None:
-    """``larpanda predict``: per-point predictions of semantic or panoptic weights, aligned with the input."""
+    """``larpanda predict``: per-point predictions of semantic or panoptic weights, aligned with the input;
+    ``--save-logits`` adds the per-point logits, ``--post KEY=VALUE`` overrides panoptic post-processing."""
+    import json
+
+    from .postprocess_settings import parse_overrides
     from .weights import load_task_model
 
+    post = parse_overrides(args.post)
     model = load_task_model(args.weights)
     task = model.config.get("task")
     if task not in ("semantic", "panoptic"):
         raise UserError(f"{args.weights}: predict needs semantic or panoptic weights (task {task!r})")
+    attrs = {"source_file": os.path.abspath(args.data), "task": task, "weights": str(args.weights)}
+    if task == "panoptic":
+        attrs["postprocess"] = json.dumps(model.set_postprocess(**post))
+    elif post:
+        raise UserError(f"--post sets panoptic post-processing; {args.weights} are {task} weights")
     model = model.to(args.device)
     t0 = time.perf_counter()
-    outputs, skipped, n = predict_file(model, args.data, args.max_events, args.skip_bad_events)
+    outputs, skipped, n = predict_file(model, args.data, args.max_events, args.skip_bad_events,
+                                       logits=args.save_logits)
     elapsed = time.perf_counter() - t0
-    write_event_arrays(args.out, outputs,
-                       {"source_file": os.path.abspath(args.data), "task": task, "weights": str(args.weights),
-                        "skipped_events": len(skipped)},
+    write_event_arrays(args.out, outputs, attrs | {"skipped_events": len(skipped)},
                        {"event_index": np.arange(n, dtype=np.int64), "skipped_event_index": np.asarray(skipped, np.int64)})
     if not args.quiet:
         note = f" ({len(skipped)} skipped: above the inference limits)" if skipped else ""

@@ -31,10 +31,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..constants import ENERGY_THRESHOLD_MEV, LED_CLASS, NUM_SEMANTIC_CLASSES, SEMANTIC_CLASSES
 from ..errors import UserError
 
 MODES = ("linear", "decoder", "full", "scratch", "uresnet")
-NUM_CLASSES = 5
 PANDA_DECODER = dict(dec_depths=(2, 2, 2, 2), dec_channels=(64, 96, 192, 384), dec_num_head=(4, 6, 12, 24),
                      dec_patch_size=(256, 256, 256, 256))
 
@@ -88,15 +88,21 @@ class SemanticModel(nn.Module):
         uresnet: kwargs of `larpanda.nn.uresnet.UResNet` plus ``in_coords`` (bool) for mode uresnet.
         class_weights: optional (5,) CE weights; lovasz_weight: 0.05 (docs/model.md §3.3).
         energy_threshold: the cut used by `predict`/`embed` (0.13 MeV, docs/design.md §6.1).
+        mlp_head: the official Segmenter's ``mlp_head=True`` head, Linear(C, C/2), ReLU, Dropout(0.3),
+            Linear(C/2, K) (keys ``seg_head.0``, ``seg_head.3``), instead of Linear(C, K).
+        exact_backbone: use the ``backbone`` kwargs as given (official defaults for omitted keys; an official
+            checkpoint's own mask token, layer scale and decoder), instead of the mode's training layout
+            (`backbone_kwargs_for_mode`); its ``enc_mode`` must agree with ``mode`` (linear ↔ True).
     """
 
     def __init__(self, mode: str, backbone: dict | None = None, uresnet: dict | None = None,
-                 num_classes: int = NUM_CLASSES, class_weights=None, lovasz_weight: float = 0.05,
-                 energy_threshold: float = 0.13):
+                 num_classes: int = NUM_SEMANTIC_CLASSES, class_weights=None, lovasz_weight: float = 0.05,
+                 energy_threshold: float = ENERGY_THRESHOLD_MEV, mlp_head: bool = False, exact_backbone: bool = False):
         super().__init__()
         if mode not in MODES:
             raise UserError(f"semantic mode {mode!r}: choose from {', '.join(MODES)}")
         self.mode, self.num_classes = mode, num_classes
+        self.mlp_head, self.exact_backbone = bool(mlp_head), bool(exact_backbone) and mode != "uresnet"
         self.class_weights = None if class_weights is None else [float(x) for x in class_weights]
         self.lovasz_weight, self.energy_threshold = float(lovasz_weight), float(energy_threshold)
         if mode == "uresnet":
@@ -114,12 +120,25 @@ class SemanticModel(nn.Module):
 
             if backbone is None:
                 raise UserError(f"semantic mode {mode}: backbone kwargs are required")
-            self.backbone_kwargs = backbone_kwargs_for_mode(backbone, mode)
+            if self.exact_backbone:
+                self.backbone_kwargs = {k: v for k, v in dict(backbone).items() if k != "type"}
+                enc_mode = bool(self.backbone_kwargs.get("enc_mode", False))
+                if enc_mode != (mode == "linear"):
+                    raise UserError(f"semantic mode {mode}: the backbone has enc_mode={enc_mode} "
+                                    f"({'linear' if enc_mode else 'decoder/full'} layout)")
+            else:
+                self.backbone_kwargs = backbone_kwargs_for_mode(backbone, mode)
             self.uresnet_kwargs = None
-            self.backbone = PointTransformerV3(**self.backbone_kwargs)
-            kw = self.backbone_kwargs
-            width = sum(kw["enc_channels"]) if mode == "linear" else kw["dec_channels"][0]
-        self.seg_head = nn.Linear(width, num_classes)
+            try:
+                self.backbone = PointTransformerV3(**self.backbone_kwargs)
+            except (ValueError, TypeError, AssertionError) as exc:
+                raise UserError(f"invalid semantic backbone config: {exc}") from None
+            width = self.backbone.out_channels
+        if self.mlp_head:  # the official Segmenter(mlp_head=True) head
+            self.seg_head = nn.Sequential(nn.Linear(width, width // 2), nn.ReLU(inplace=True), nn.Dropout(p=0.3),
+                                          nn.Linear(width // 2, num_classes))
+        else:
+            self.seg_head = nn.Linear(width, num_classes)
         self._apply_freeze()
 
     # --- structure ---------------------------------------------------------------------------------
@@ -158,8 +177,8 @@ class SemanticModel(nn.Module):
             "class_weights": self.class_weights,
             "lovasz_weight": self.lovasz_weight,
             "energy_threshold": self.energy_threshold,
-            "class_names": ["shower", "track", "michel", "delta", "led"],
-        }
+            "class_names": list(SEMANTIC_CLASSES),
+        } | ({"mlp_head": True} if self.mlp_head else {}) | ({"exact_backbone": True} if self.exact_backbone else {})
 
     # --- forward ------------------------------------------------------------------------------------
     def features(self, point) -> torch.Tensor:
@@ -179,7 +198,7 @@ class SemanticModel(nn.Module):
         return out["feat"]
 
     def forward(self, point) -> torch.Tensor:
-        """Logits (N, num_classes)."""
+        """Logits (N, num_classes) (the official Segmenter's ``seg_logits``)."""
         return self.seg_head(self.features(point))
 
     def training_step(self, batch, step: int):
@@ -201,7 +220,7 @@ class SemanticModel(nn.Module):
         decay, mult = float(cfg.get("layer_decay", 1.0)), float(cfg.get("backbone_lr_mult", 1.0))
         if self.mode not in ("decoder", "full", "scratch"):
             return grouped(self, lambda name: 1.0)
-        dd, ed = list(self.backbone_kwargs["dec_depths"]), list(self.backbone_kwargs["enc_depths"])
+        dd, ed = list(self.backbone.kwargs["dec_depths"]), list(self.backbone.kwargs["enc_depths"])  # resolved kwargs
         n_dec, n_enc = sum(dd), sum(ed)
 
         def scale(name: str) -> float:
@@ -215,23 +234,30 @@ class SemanticModel(nn.Module):
         return grouped(self, scale)
 
     # --- inference on one event ---------------------------------------------------------------------
-    def empty_prediction(self, n: int) -> dict:
+    def empty_prediction(self, n: int, logits: bool = False) -> dict:
         """`predict`'s output for an event of ``n`` rows none of which is predicted (all removed)."""
-        return {"semantic": np.full(n, -1, np.int64), "semantic_probs": np.zeros((n, self.num_classes), np.float32)}
+        out = {"semantic": np.full(n, -1, np.int64), "semantic_probs": np.zeros((n, self.num_classes), np.float32)}
+        if logits:
+            out["semantic_logits"] = np.zeros((n, self.num_classes), np.float32)
+        return out
 
     @torch.no_grad()
-    def predict(self, event) -> dict:
+    def predict(self, event, logits: bool = False) -> dict:
         """Per raw row: ``semantic`` (N,) int64 (−1 for rows removed by the energy cut) and
-        ``semantic_probs`` (N, 5) float32 (0 for removed rows)."""
+        ``semantic_probs`` (N, 5) float32 (0 for removed rows); with ``logits`` also ``semantic_logits``
+        (N, 5) float32, the model's logits (0 for removed rows)."""
         from ..io.events import run_on_event
 
-        out = self.empty_prediction(len(event))
+        out = self.empty_prediction(len(event), logits)
         if len(event) == 0 or not (event.energy > self.energy_threshold).any():  # nothing survives the cut
             return out
-        d, logits = run_on_event(self, event, self.energy_threshold, self)
-        probs = torch.softmax(logits.float().cpu(), 1).numpy()
+        d, z = run_on_event(self, event, self.energy_threshold, self)
+        z = z.float().cpu()
+        probs = torch.softmax(z, 1).numpy()
         out["semantic"][d["index"]] = probs.argmax(1)
         out["semantic_probs"][d["index"]] = probs
+        if logits:
+            out["semantic_logits"][d["index"]] = z.numpy()
         return out
 
     def embed(self, event) -> np.ndarray:
@@ -245,21 +271,28 @@ def model_from_config(cfg: dict) -> SemanticModel:
     """Build a `SemanticModel` from a weights ``config.json`` dict (task "semantic") for `io.load_model`.
 
     Also accepts the official ``panda_semantic.pth`` config (``official: true``; Segmenter kwargs
-    ``num_classes``, ``backbone`` with a ``type`` key, ``freeze_backbone``, ``mlp_head``; docs/design.md §4.6):
-    enc_mode → ``linear``, otherwise ``full`` (decoder and full share one layout)."""
+    ``num_classes``, ``backbone_out_channels``, ``backbone`` with a ``type`` key, ``freeze_backbone``,
+    ``mlp_head``; docs/design.md §4.6): the backbone exactly as configured (official PTv3 defaults for
+    omitted keys: its mask token, layer scale and decoder are kept), enc_mode → ``linear``, otherwise ``full``
+    (decoder and full share one layout), ``mlp_head`` → the MLP head."""
     if cfg.get("official"):
         from ..nn import ptv3
 
-        if cfg.get("mlp_head"):
-            raise UserError("official semantic checkpoint with mlp_head=True is not supported (Panda uses False)")
         allowed = set(ptv3.OFFICIAL_DEFAULTS) | set(getattr(ptv3, "_UNSUPPORTED", {}))
         bb = {k: v for k, v in dict(cfg["backbone"]).items() if k in allowed}
-        mode = "linear" if bb.get("enc_mode", False) else "full"
-        return SemanticModel(mode, backbone=bb, num_classes=int(cfg.get("num_classes", NUM_CLASSES)))
+        mode = "linear" if bb.get("enc_mode", ptv3.OFFICIAL_DEFAULTS["enc_mode"]) else "full"
+        model = SemanticModel(mode, backbone=bb, num_classes=int(cfg.get("num_classes", NUM_SEMANTIC_CLASSES)),
+                              mlp_head=bool(cfg.get("mlp_head", False)), exact_backbone=True)
+        width = model.backbone.out_channels
+        if cfg.get("backbone_out_channels") not in (None, width):
+            raise UserError(f"official semantic checkpoint: backbone_out_channels={cfg['backbone_out_channels']} but "
+                            f"its backbone gives {width} features per point")
+        return model
     return SemanticModel(
         cfg.get("mode", "full"), backbone=cfg.get("backbone"), uresnet=cfg.get("uresnet"),
-        num_classes=cfg.get("num_classes", NUM_CLASSES), class_weights=cfg.get("class_weights"),
-        lovasz_weight=cfg.get("lovasz_weight", 0.05), energy_threshold=cfg.get("energy_threshold", 0.13))
+        num_classes=cfg.get("num_classes", NUM_SEMANTIC_CLASSES), class_weights=cfg.get("class_weights"),
+        lovasz_weight=cfg.get("lovasz_weight", 0.05), energy_threshold=cfg.get("energy_threshold", ENERGY_THRESHOLD_MEV),
+        mlp_head=bool(cfg.get("mlp_head", False)), exact_backbone=bool(cfg.get("exact_backbone", False)))
 
 
 # ------------------------------------------------------------------------------------------- runs
@@ -268,9 +301,9 @@ def model_from_config(cfg: dict) -> SemanticModel:
 def build_semantic_model(mode: str, cfg: dict, weights=None) -> SemanticModel:
     """Model for a training run: pretrained encoder for linear/decoder/full, preset for scratch/uresnet."""
     head = cfg.get("head", {})
-    common = dict(num_classes=head.get("num_classes", NUM_CLASSES), class_weights=head.get("class_weights"),
+    common = dict(num_classes=head.get("num_classes", NUM_SEMANTIC_CLASSES), class_weights=head.get("class_weights"),
                   lovasz_weight=head.get("lovasz_weight", 0.05),
-                  energy_threshold=cfg.get("data", {}).get("energy_threshold", 0.13))
+                  energy_threshold=cfg.get("data", {}).get("energy_threshold", ENERGY_THRESHOLD_MEV))
     if mode == "uresnet":
         from ..nn.uresnet import PRESETS
 
@@ -339,24 +372,18 @@ def run_train(args) -> dict:
 def run_evaluate(args) -> dict:
     """``larpanda evaluate --task semantic``: metrics JSON (stdout and ``--out``), optional report."""
     from ..atomic import atomic_write_json
-    from .common import make_dataset
-    from .weights import load_task_model
+    from .common import evaluation_inputs
 
-    model = load_task_model(args.weights, "semantic").to(args.device)
-    ds = make_dataset(args.data, {"energy_threshold": model.energy_threshold, "min_points": getattr(args, "min_points", 1024),
-                                  "skip_bad_events": getattr(args, "skip_bad_events", False)}, train=False)
-    if len(ds) == 0:
-        raise UserError(f"{' '.join(map(str, args.data))}: no event qualifies (min {args.min_points} raw points; see --min-points)")
-    metrics = evaluate_model(model, ds, args.batch_size, args.max_events, exclude=(4,) if args.exclude_led else (),
+    model, ds = evaluation_inputs(args, "semantic")
+    metrics = evaluate_model(model, ds, args.batch_size, args.max_events, exclude=(LED_CLASS,) if args.exclude_led else (),
                              device=args.device)
     metrics["weights"] = str(args.weights)
     print(json.dumps({k: v for k, v in metrics.items() if k != "confusion"}, indent=1))
     if args.out:
         atomic_write_json(args.out, metrics)
-    if getattr(args, "report", None):
-        try:
-            from ..viz.report import build_report
-        except ImportError:
-            raise UserError("--report: the report builder (larpanda.viz.report) is not available") from None
-        build_report(args.report, {"semantic": metrics})
+    if args.report:
+        from ..viz.report import build_report
+        from ..viz.sections import semantic_metrics_section
+
+        build_report({}, args.report, extras={"sections": [semantic_metrics_section(metrics)]})
     return metrics

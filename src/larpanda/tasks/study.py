@@ -1,6 +1,6 @@
 """The label-efficiency study (docs/model.md §3.4): train every (mode, label fraction) pair
-and tabulate test metrics as ``study.csv``, ``study.md``, ``study.html`` (plotly, offline) and, when
-`larpanda.viz.report.build_report` exists, ``report.html``.
+and tabulate test metrics as ``study.csv``, ``study.md``, ``study.html`` (plotly, offline) and
+``report.html`` (`larpanda.viz.report.build_report`).
 
 Each run is ``larpanda train semantic`` with the same label subset (nested across fractions, same seed for
 every mode), then `evaluate_model` on the test files. Data: a ``larpanda simulate --split`` directory
@@ -9,25 +9,37 @@ every mode), then `evaluate_model` on the test files. Data: a ``larpanda simulat
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import time
 from pathlib import Path
 
-import numpy as np
-
+from ..constants import MIN_RAW_POINTS, SEMANTIC_CLASSES
 from ..errors import UserError
 from .common import resolve_data
 
 COLUMNS = ("mode", "label_fraction", "labelled_events", "mIoU", "macro_F1", "allAcc", "mAcc",
-           "IoU_shower", "IoU_track", "IoU_michel", "IoU_delta", "IoU_led", "train_s", "test_events")
+           *(f"IoU_{c}" for c in SEMANTIC_CLASSES), "train_s", "test_events")
 PRETRAINED_MODES = ("linear", "decoder", "full")
+ROW_METRICS = ("mIoU", "macro_F1", "allAcc", "mAcc", "confusion", "num_points")
+
+
+def semantic_row(metrics: dict, mode: str, label_fraction: float, pretrained: bool, **extra) -> dict:
+    """One label-efficiency row (``study.csv``, the ``results.json`` "semantic" rows, the report's input) from a
+    `larpanda.metrics.semantic.semantic_metrics` dict: ``mode``, ``label_fraction``, ``pretrained``, then the
+    metrics under their own names (``mIoU``, ``macro_F1``, ``IoU_<class>``, ``allAcc``, ``mAcc``,
+    ``confusion``, ``num_points``), then ``extra``."""
+    names = metrics.get("class_names") or list(SEMANTIC_CLASSES)
+    row = {"mode": mode, "label_fraction": float(label_fraction), "pretrained": bool(pretrained),
+           "mIoU": float(metrics["mIoU"]), "macro_F1": float(metrics["macro_F1"])}
+    row.update({k: metrics[k] for k in (*(f"IoU_{n}" for n in names), *ROW_METRICS) if k in metrics and k not in row})
+    row.update(extra)
+    return row
 
 
 def _split(args, name: str):
-    given = getattr(args, f"{name}_data", None)
+    given = getattr(args, f"{name}_data")  # --train-data, --val-data, --test-data
     if given:
         return resolve_data(given)
     files = resolve_data(args.data)
@@ -65,10 +77,9 @@ def run_study(args) -> list[dict]:
                 out / "runs" / f"{mode}_{frac:g}", mode, frac, train_files, val_files, test_set,
                 weights=args.weights if mode in PRETRAINED_MODES else None, seed=args.seed, config=args.config,
                 extra_args=sets, quiet=args.quiet, max_test_events=args.max_test_events)
-            row = {"mode": mode, "label_fraction": frac, "labelled_events": summary["run"]["labelled_events"],
-                   "train_s": round(train_s, 2), "test_events": metrics["num_events"]}
-            row.update({k: metrics[k] for k in COLUMNS if k in metrics and k not in row})
-            rows.append(row)
+            rows.append(semantic_row(metrics, mode, frac, mode in PRETRAINED_MODES,
+                                     labelled_events=summary["run"]["labelled_events"], train_s=round(train_s, 2),
+                                     test_events=metrics["num_events"]))
             write_tables(rows, out)
     return rows
 
@@ -114,12 +125,13 @@ def _min_points(args) -> int:
     from ..config import apply_overrides
 
     cfg = apply_overrides({}, list(args.overrides or []))
-    return int(cfg.get("data", {}).get("min_points", 1024))
+    return int(cfg.get("data", {}).get("min_points", MIN_RAW_POINTS))
 
 
 def write_tables(rows: list[dict], out) -> None:
-    """``study.csv``, ``study.md``, ``study.html`` (atomic), and ``report.html`` when the builder exists."""
+    """``study.csv``, ``study.md``, ``study.html`` and ``report.html`` (each atomic)."""
     from ..atomic import atomic_write_text
+    from ..viz.report import build_report
 
     out = Path(out)
     buf = io.StringIO()
@@ -131,11 +143,7 @@ def write_tables(rows: list[dict], out) -> None:
     atomic_write_text(out / "study.md", markdown_table(rows))
     atomic_write_text(out / "study.html", plot_html(rows))
     try:
-        from ..viz.report import build_report
-    except ImportError:
-        return
-    try:
-        build_report(out, {"study": rows})
+        build_report({"semantic": rows}, out / "report.html")
     except Exception as exc:  # the report is a convenience; the tables above are the result
         atomic_write_text(out / "report_error.txt", f"report not built: {exc}\n")
 

@@ -3,7 +3,9 @@
 The data order is a pure function of (seed, epoch): every epoch is one seeded permutation, cut into global
 batches; rank r of W takes the r-th slice of each, so W processes with batch B see exactly the events one
 process with batch B·W sees. Each item is computed under RNGs seeded by (seed, epoch, index), so
-augmentations do not depend on workers, ranks or where a run was resumed.
+augmentations do not depend on workers, ranks or where a run was resumed. With the default collate a
+`PILArNetDataset` batch is built whole by `PILArNetDataset.get_batch` (vectorized, equal to the per-item
+dicts collated); a task with its own ``collate_fn`` (SSL views) gets the per-item dicts (docs/design.md §2.2).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import zlib
 
 import numpy as np
 import torch
+
+from ..errors import DataError
 
 
 @contextlib.contextmanager
@@ -35,13 +39,20 @@ def seeded(*key):
 class SeededItems(torch.utils.data.Dataset):
     """Item ``(epoch, i)`` is ``dataset[i]`` computed under RNGs seeded by (seed, epoch, i). A
     `PILArNetDataset` (which seeds its own per-item augmentation RNG from the epoch encoded in the index)
-    gets ``epoch·len + i``, so every epoch draws a new augmentation of each event."""
+    gets ``epoch·len + i``, so every epoch draws a new augmentation of each event. With ``batched`` (and a
+    `PILArNetDataset`), ``__getitems__`` returns the collated batch (`PILArNetDataset.get_batch`), equal to
+    `collate` of the per-item dicts."""
 
-    def __init__(self, dataset, seed: int):
+    def __init__(self, dataset, seed: int, batched: bool = False):
         from ..data.dataset import PILArNetDataset
+        from ..data.transforms import prepare
 
         self.dataset, self.seed = dataset, int(seed)
         self.epoch_in_index = isinstance(dataset, PILArNetDataset)
+        # whole collated batches from get_batch; `prepare` draws from explicit per-event generators
+        # keyed by (seed, epoch, i), so the global RNGs need no seeding around it
+        self.batched = bool(batched) and self.epoch_in_index
+        self.global_rngs = not (self.batched and dataset.transform is prepare)
 
     def __len__(self):
         return len(self.dataset)
@@ -55,6 +66,12 @@ class SeededItems(torch.utils.data.Dataset):
             return self.dataset[self._key(epoch, i)]
 
     def __getitems__(self, keys):
+        if self.batched:
+            idx = [self._key(e, i) for e, i in keys]
+            if not self.global_rngs:
+                return self.dataset.get_batch(idx)
+            with seeded(self.seed, *keys[0]):
+                return self.dataset.get_batch(idx)
         if self.epoch_in_index:
             with seeded(self.seed, *keys[0]):
                 return self.dataset.__getitems__([self._key(e, i) for e, i in keys])
@@ -93,6 +110,21 @@ class ShardedBatches(torch.utils.data.Sampler):
             yield [(self.epoch, i) for i in order[lo : lo + self.b]]
 
 
+def _passthrough(batch):
+    return batch
+
+
+def _clean_worker_error(exc: DataError) -> DataError:
+    """A DataError re-raised by a DataLoader worker carries the worker traceback as its message; recover
+    the original one-line ``FILE event K: field: what`` so the CLI prints one clean line."""
+    lines = str(exc).splitlines()
+    for line in reversed(lines):
+        _, sep, rest = line.partition("DataError: ")  # "larpanda.errors.DataError: <message>"
+        if sep:
+            return DataError(rest.strip())
+    return DataError(lines[0] if lines else "DataLoader worker failed")
+
+
 def _worker_init(worker_id):  # workers' own global RNGs (items are re-seeded anyway)
     s = torch.initial_seed() % 2**32
     random.seed(s)
@@ -101,23 +133,50 @@ def _worker_init(worker_id):  # workers' own global RNGs (items are re-seeded an
 
 def batch_stream(dataset, batch_size: int, seed: int, start_micro: int, collate_fn, *, shuffle: bool = True,
                  num_workers: int = 0, rank: int = 0, world: int = 1, pin_memory: bool = False):
-    """Endless ``(epoch, batch)`` stream of this rank, starting at micro-batch ``start_micro`` of the run."""
-    items = SeededItems(dataset, seed)
+    """Endless ``(epoch, batch)`` stream of this rank, starting at micro-batch ``start_micro`` of the run.
+
+    With ``collate_fn`` = `data.point.collate` (semantic, panoptic) a `PILArNetDataset`'s batches are built
+    whole by `PILArNetDataset.get_batch`; any other ``collate_fn`` (SSL) gets the per-item dicts."""
+    from ..data.point import collate
+
+    items = SeededItems(dataset, seed, batched=collate_fn is collate)
+    if items.batched:
+        collate_fn = _passthrough
     n = len(dataset)
     nb = ShardedBatches.batches_per_epoch(n, batch_size, world)
     m = start_micro
     while True:
         epoch, start = divmod(m, nb)
         sampler = ShardedBatches(n, batch_size, seed, epoch, start, shuffle, rank, world)
-        loader = torch.utils.data.DataLoader(
-            items, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
-            worker_init_fn=_worker_init if num_workers else None,
-            generator=torch.Generator().manual_seed(seed * 7919 + epoch),
-            persistent_workers=False, pin_memory=pin_memory,
-        )
-        for b in loader:
+        for b in _epoch_batches(items, sampler, collate_fn, num_workers, pin_memory, seed * 7919 + epoch):
             yield epoch, b
         m = (epoch + 1) * nb
+
+
+def _epoch_batches(items, sampler, collate_fn, num_workers: int, pin_memory: bool, loader_seed: int):
+    """The batches of ``sampler``: in this process, what a DataLoader without workers does (without its
+    per-batch overhead); else through a DataLoader, a `DataError` raised in a worker coming back as its
+    original one-line message."""
+    if num_workers == 0 and not pin_memory:
+        for keys in sampler:
+            yield collate_fn(items.__getitems__(keys))
+        return
+    loader = torch.utils.data.DataLoader(
+        items, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
+        worker_init_fn=_worker_init if num_workers else None,
+        generator=torch.Generator().manual_seed(loader_seed), persistent_workers=False, pin_memory=pin_memory,
+    )
+    it = iter(loader)
+    while True:
+        try:
+            b = next(it)
+        except StopIteration:
+            return
+        except DataError as exc:
+            if "\n" in str(exc):
+                raise _clean_worker_error(exc) from None
+            raise
+        yield b
 
 
 def num_events(batch) -> int:

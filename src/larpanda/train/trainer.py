@@ -47,7 +47,8 @@ __all__ = ["fit", "load_checkpoint", "save_checkpoint", "train_section", "DEFAUL
 
 DEFAULTS = {
     "epochs": None,
-    "max_steps": None,
+    "max_steps": None,  # the run's length; with epochs: the cap of the epochs' steps
+    "min_steps": None,  # with epochs: the floor of the epochs' steps (tiny labelled sets)
     "batch_size": 4,  # per process (the paper's "12 per GPU")
     "lr": 1e-3,
     "weight_decay": 0.04,
@@ -152,10 +153,11 @@ def _total_steps(tcfg, n: int, bs: int, accum: int, world: int) -> int:
     nb = n // (bs * world)
     if nb < 1:
         raise UserError(f"the training set has {n} events, fewer than one global batch ({bs} x {world} processes); lower train.batch_size")
+    if tcfg["epochs"]:  # steps from the data: epochs over the training set, within [min_steps, max_steps]
+        steps = max(int(tcfg["min_steps"] or 1), int(math.ceil(float(tcfg["epochs"]) * nb / accum)))
+        return min(steps, int(tcfg["max_steps"])) if tcfg["max_steps"] else steps
     if tcfg["max_steps"]:
         return int(tcfg["max_steps"])
-    if tcfg["epochs"]:
-        return max(1, int(math.ceil(float(tcfg["epochs"]) * nb / accum)))
     raise UserError("train: set epochs or max_steps")
 
 

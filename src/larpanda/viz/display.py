@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.event import PID_CLASSES, SEMANTIC_CLASSES
+from ..constants import ENERGY_THRESHOLD_MEV, PID_CLASSES, SEMANTIC_CLASSES
 
 COLOR_KEYS = {"semantic": "segment_motif", "particle": "instance_particle", "interaction": "instance_interaction",
               "pid": "segment_pid"}
@@ -101,13 +101,11 @@ def stats_figures(summary: dict, events) -> list:
     """Histograms of points per event (raw / after cut), voxel energy, class fractions, particles."""
     import plotly.graph_objects as go
 
-    from ..sim.stats import ENERGY_CUT
-
     per = summary["per_event"]
     figs = []
     f = go.Figure()
     f.add_trace(go.Histogram(x=per["points_raw"], name="raw", opacity=0.6, nbinsx=40))
-    f.add_trace(go.Histogram(x=per["points_after_cut"], name=f"E > {ENERGY_CUT} MeV", opacity=0.6, nbinsx=40))
+    f.add_trace(go.Histogram(x=per["points_after_cut"], name=f"E > {ENERGY_THRESHOLD_MEV} MeV", opacity=0.6, nbinsx=40))
     f.update_layout(barmode="overlay", title="points per event", xaxis_title="points", yaxis_title="events")
     figs.append(f)
     e = np.concatenate([np.asarray(ev.energy) for ev in events])
@@ -119,8 +117,8 @@ def stats_figures(summary: dict, events) -> list:
         if m.any():
             f.add_trace(go.Histogram(x=np.log10(np.maximum(e[m], 1e-4)), name=name, xbins=bins, opacity=0.7,
                                      marker_color=SEMANTIC_COLORS[c]))
-    f.add_vline(x=np.log10(ENERGY_CUT), line_dash="dash")
-    f.update_layout(barmode="stack", title="voxel energy by class (raw; dashed: 0.13 MeV cut)",
+    f.add_vline(x=np.log10(ENERGY_THRESHOLD_MEV), line_dash="dash")
+    f.update_layout(barmode="stack", title=f"voxel energy by class (raw; dashed: {ENERGY_THRESHOLD_MEV} MeV cut)",
                     xaxis_title="log10 E [MeV]", yaxis_title="voxels")
     figs.append(f)
     f = go.Figure(go.Bar(x=list(SEMANTIC_CLASSES), y=[summary[f"frac_{c}"] for c in SEMANTIC_CLASSES],

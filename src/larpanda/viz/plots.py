@@ -38,7 +38,7 @@ def mode_sort_key(mode: str):
     return (MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER), mode)
 
 
-def label_efficiency_figure(rows, metric: str = "miou", title: str | None = None):
+def label_efficiency_figure(rows, metric: str = "mIoU", title: str | None = None):
     """mIoU (or ``metric``) in % vs label fraction in % (log x), one line per mode.
 
     Args:
@@ -69,28 +69,30 @@ def label_efficiency_figure(rows, metric: str = "miou", title: str | None = None
         )
     _layout(fig, title, height=400)
     fig.update_xaxes(type="log", title="labelled training events (%)", ticksuffix=" %")
-    fig.update_yaxes(title=f"{'mIoU' if metric == 'miou' else metric} (%)", rangemode="tozero")
+    fig.update_yaxes(title=f"{metric} (%)", rangemode="tozero")
     return fig
 
 
 def per_class_iou_figure(rows, class_names, title: str | None = None):
-    """Grouped bars: IoU per class (%), one bar group per row (label ``mode @ fraction``)."""
+    """Grouped bars: IoU per class (%, the rows' ``IoU_<class>``), one bar group per row (label ``mode @ fraction``)."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for r in rows:
-        per = r.get("per_class_iou") or {}
         label = f"{r['mode']} @ {100 * r['label_fraction']:g} %"
         fig.add_trace(
             go.Bar(
                 x=list(class_names),
-                y=[np.nan if per.get(c) is None else 100.0 * per[c] for c in class_names],  # null in results.json
+                y=[np.nan if r.get(f"IoU_{c}") is None else 100.0 * r[f"IoU_{c}"] for c in class_names],  # null in results.json
                 name=label,
                 marker_color=MODE_COLORS.get(r["mode"]),
                 hovertemplate=f"{label}<br>%{{x}}: %{{y:.1f}} %<extra></extra>",
             )
         )
-    _layout(fig, title, height=380, barmode="group")
+    # every class on the axis even where a row has no value (a null IoU must not drop the category), and
+    # the legend under the plot so that many rows do not squeeze the bars out of the figure
+    _layout(fig, title, height=420, barmode="group", legend=dict(orientation="h", yanchor="top", y=-0.15, x=0))
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=list(class_names), range=[-0.5, len(class_names) - 0.5])
     fig.update_yaxes(title="IoU (%)", range=[0, 100])
     return fig
 
