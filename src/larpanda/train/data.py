@@ -135,10 +135,11 @@ def batch_stream(dataset, batch_size: int, seed: int, start_micro: int, collate_
                  num_workers: int = 0, rank: int = 0, world: int = 1, pin_memory: bool = False):
     """Endless ``(epoch, batch)`` stream of this rank, starting at micro-batch ``start_micro`` of the run.
 
-    With ``collate_fn`` = `data.point.collate` (semantic, panoptic) a `PILArNetDataset`'s batches are built
-    whole by `PILArNetDataset.get_batch`; any other ``collate_fn`` (SSL) gets the per-item dicts."""
+    With ``collate_fn`` None or `data.point.collate` (semantic, panoptic) a `PILArNetDataset`'s batches are
+    built whole by `PILArNetDataset.get_batch`; any other ``collate_fn`` (SSL) gets the per-item dicts."""
     from ..data.point import collate
 
+    collate_fn = collate_fn or collate
     items = SeededItems(dataset, seed, batched=collate_fn is collate)
     if items.batched:
         collate_fn = _passthrough

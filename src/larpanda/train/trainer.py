@@ -337,12 +337,9 @@ def fit(task, dataset, cfg: dict, out_dir, resume: bool = False, val_dataset=Non
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and str(tcfg["amp"]).lower() in ("fp16", "float16", "half"))
     counters = _start(task, optimizer, scaler, ckpt, resume, seed, total, bs * world)
 
-    collate_fn = getattr(task, "collate_fn", None)
-    if collate_fn is None:
-        from ..data.point import collate as collate_fn
-    stream = batch_stream(dataset, bs, seed, counters["micro"], collate_fn, shuffle=bool(tcfg["shuffle"]),
-                          num_workers=int(tcfg["num_workers"]), rank=D.rank(), world=world,
-                          pin_memory=device.type == "cuda")
+    stream = batch_stream(dataset, bs, seed, counters["micro"], getattr(task, "collate_fn", None),
+                          shuffle=bool(tcfg["shuffle"]), num_workers=int(tcfg["num_workers"]), rank=D.rank(),
+                          world=world, pin_memory=device.type == "cuda")
     log = RunLog(out_dir, cfg, tcfg, D.rank() == 0, counters["step"], total)
     validate = _Validation(task, tcfg, val_dataset, eval_fn, ckpt, log, counters)
     save = lambda: ckpt.save(task, optimizer, scaler, counters, total, bs * world)  # noqa: E731
@@ -389,11 +386,8 @@ def fit(task, dataset, cfg: dict, out_dir, resume: bool = False, val_dataset=Non
     finally:
         log.close()
     best = None if interrupted else validate.restore_best()
-    wall = time.perf_counter() - t_start
-    return {
-        "step": counters["step"], "total_steps": total, "loss": loss_val, "logs": logs, "interrupted": interrupted,
-        "stopped_early": stopped_early, "best": best,
-        "nonfinite": counters["nonfinite_total"], "amp_skipped": counters["amp_skipped"],
-        "steps_per_s": steps_run / wall if wall > 0 else None, "events_per_s": ev_total / wall if wall > 0 else None,
-        "eval": validate.last, "checkpoint": str(ckpt.last),
-    }
+    wall = max(time.perf_counter() - t_start, 1e-9)
+    return {"step": counters["step"], "total_steps": total, "loss": loss_val, "logs": logs, "interrupted": interrupted,
+            "stopped_early": stopped_early, "best": best, "nonfinite": counters["nonfinite_total"],
+            "amp_skipped": counters["amp_skipped"], "steps_per_s": steps_run / wall, "events_per_s": ev_total / wall,
+            "eval": validate.last, "checkpoint": str(ckpt.last)}
