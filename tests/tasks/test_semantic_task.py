@@ -175,11 +175,11 @@ def test_official_pth_layout_loads_through_io(tmp_path):
 
 
 def test_task_of_a_pth_comes_from_its_config_not_its_name(tmp_path):
-    from larpanda.io.checkpoints import weights_task
+    from larpanda.io import build_model, load_model
 
     ref = SemanticModel("full", backbone=TINY)
     cfg = {"num_classes": 5, "backbone": {**ref.backbone_kwargs, "type": "PT-v3m2"}, "mlp_head": False}
     torch.save({"config": cfg, "state_dict": ref.state_dict()}, tmp_path / "panda_particle.pth")
-    assert weights_task(tmp_path / "panda_particle.pth") == "semantic"
-    torch.save({"config": dict(TINY), "state_dict": {}}, tmp_path / "my_semantic.pth")
-    assert weights_task(tmp_path / "my_semantic.pth") == "backbone"
+    assert load_model(tmp_path / "panda_particle.pth").config["task"] == "semantic"
+    torch.save({"config": dict(TINY), "state_dict": build_model(TINY).state_dict()}, tmp_path / "my_semantic.pth")
+    assert load_model(tmp_path / "my_semantic.pth").config["task"] == "backbone"

@@ -218,16 +218,21 @@ def test_metrics_jsonl_is_strict_json(tmp_path):
     assert recs and all(r["undefined"] is None and r["huge"] is None for r in recs)
 
 
+def _scripted_eval(scores):
+    """An ``eval_fn`` returning the given val mIoU values in turn, and the list of the weights it saw."""
+    scores, seen = iter(scores), []
+
+    def eval_fn(task, ds):
+        seen.append(_params(task))
+        return {"mIoU": next(scores)}
+
+    return eval_fn, seen
+
+
 def test_best_checkpoint_kept_and_restored_with_early_stop(tmp_path):
     """select_metric keeps checkpoints/best.pt; the task ends with the best evaluation's weights; patience
     stops the run after that many evaluations without improvement."""
-    scores = iter([0.3, 0.7, 0.5, 0.4, 0.6, 0.9])
-    snapshots = []
-
-    def eval_fn(task, ds):
-        snapshots.append(_params(task))
-        return {"mIoU": next(scores)}
-
+    eval_fn, snapshots = _scripted_eval([0.3, 0.7, 0.5, 0.4, 0.6, 0.9])
     torch.manual_seed(0)
     task = ToyTask()
     cfg = {**CFG, "max_steps": 12, "eval_every": 2, "select_metric": "mIoU", "patience": 2}
@@ -249,13 +254,7 @@ def test_resume_keeps_best_record(tmp_path):
     from larpanda.train.checkpoint import load_checkpoint as load
 
     cfg = {**CFG, "max_steps": 6, "eval_every": 2, "select_metric": "mIoU"}
-    scores = iter([0.8, 0.2, 0.3])  # steps 2, 4, 6 (the first before the interruption)
-    kept = []
-
-    def eval_fn(task, ds):
-        kept.append(_params(task))
-        return {"mIoU": next(scores)}
-
+    eval_fn, kept = _scripted_eval([0.8, 0.2, 0.3])  # steps 2, 4, 6 (the first before the interruption)
     torch.manual_seed(0)
     t1 = ToyTask()
     _stop_after(t1, 3)

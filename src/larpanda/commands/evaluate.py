@@ -39,23 +39,20 @@ def run(args):
 
 def _run(args):
     from ..errors import UserError
+    from ..tasks.weights import load_task_model
 
-    task = args.task
-    if task is None:
-        from ..io.checkpoints import weights_task
-        from ..tasks.common import find_weights
-
-        task = weights_task(find_weights(args.weights))
+    model = load_task_model(args.weights, args.task)  # read once; its config names the task
+    task = model.config.get("task")
     if args.post and task != "panoptic":
         raise UserError(f"--post sets panoptic post-processing; {args.weights} are {task} weights")
     if task == "semantic":
         from ..tasks import semantic
 
-        semantic.run_evaluate(args)
+        semantic.run_evaluate(args, model)
         return 0
     if task == "panoptic":
         from ..tasks import panoptic
 
-        panoptic.run_evaluate(args)
+        panoptic.run_evaluate(args, model)
         return 0
     raise UserError(f"{args.weights}: task {task!r} cannot be evaluated (expected semantic or panoptic weights)")

@@ -134,26 +134,6 @@ def official_to_config(official: dict) -> dict:
     return {"task": task, "official": True, **_jsonable(cfg)}
 
 
-def weights_task(path) -> str:
-    """The ``task`` ("backbone", "semantic", "panoptic") stored in weights: ``config.json`` of a weights
-    directory (or beside a ``.safetensors`` file), or the ``config`` inside an official ``.pth``; never the
-    file name."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"weights not found: {path}")
-    if path.is_dir() or path.suffix == ".safetensors":
-        cj = (path if path.is_dir() else path.parent) / "config.json"
-        try:
-            cfg = json.loads(cj.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"{cj}: cannot read the weights config ({exc}); pass --task") from None
-    else:
-        cfg = official_to_config(_read_pth(path)["config"])
-    if cfg.get("task") not in ("backbone", "semantic", "panoptic"):
-        raise UserError(f"{path}: the weights config has no known 'task' ({cfg.get('task')!r}); pass --task")
-    return cfg["task"]
-
-
 def load_model(path, revision: str | None = None) -> nn.Module:
     """Load weights from a directory (``model.safetensors`` + ``config.json``), a ``.safetensors`` file with
     ``config.json`` beside it, or an official Panda ``.pth``/``.pt``. Keys must match exactly (a

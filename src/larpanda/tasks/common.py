@@ -115,18 +115,14 @@ def make_dataset(paths, cfg_data: dict, train: bool, seed: int = 0, max_events=N
                            seed=seed, skip_bad_events=bool(cfg_data.get("skip_bad_events", False)))
 
 
-def evaluation_inputs(args, task: str):
-    """``larpanda evaluate``'s (model, dataset): the ``task`` weights ``--weights`` on ``--device``, and
-    ``--data`` with the model's energy cut, ``--min-points`` and ``--skip-bad-events``. UserError when no
-    event qualifies."""
-    from .weights import load_task_model
-
-    model = load_task_model(args.weights, task).to(args.device)
+def evaluation_dataset(args, model):
+    """``larpanda evaluate``'s dataset: ``--data`` with the model's energy cut, ``--min-points`` and
+    ``--skip-bad-events``. UserError when no event qualifies."""
     ds = make_dataset(args.data, {"energy_threshold": model.energy_threshold, "min_points": args.min_points,
                                   "skip_bad_events": args.skip_bad_events}, train=False)
     if len(ds) == 0:
         raise UserError(f"{' '.join(map(str, args.data))}: no event qualifies (min {args.min_points} raw points; see --min-points)")
-    return model, ds
+    return ds
 
 
 def skipped_list(dataset) -> list:
@@ -186,13 +182,3 @@ def find_weights(path, revision: str | None = None) -> Path:
     if p.is_dir() and not (p / "config.json").exists() and (p / "weights" / "config.json").exists():
         return p / "weights"
     return resolve_weights(path, revision)
-
-
-def read_weights_config(path) -> dict:
-    import json
-
-    p = find_weights(path)
-    cfg_file = p / "config.json" if p.is_dir() else p.with_name("config.json")
-    if cfg_file.exists():
-        return json.loads(cfg_file.read_text())
-    return {}

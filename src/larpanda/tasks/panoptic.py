@@ -448,15 +448,16 @@ def run_train(args) -> dict:
     return train_and_save(model, cfg, args, train_set, val_set, evaluate_model, ("f1", "ari", "pq", "matched_iou"))
 
 
-def run_evaluate(args) -> dict:
-    """``larpanda evaluate --task panoptic``: metrics JSON on stdout and (atomically) at ``--out``."""
+def run_evaluate(args, model) -> dict:
+    """``larpanda evaluate`` of panoptic weights (``model``, already loaded): metrics JSON on stdout and
+    (atomically) at ``--out``."""
     from ..atomic import atomic_write_json
-    from .common import evaluation_inputs
-
+    from .common import evaluation_dataset
     from .postprocess_settings import parse_overrides
 
     post = parse_overrides(args.post)
-    model, ds = evaluation_inputs(args, "panoptic")
+    model = model.to(args.device)
+    ds = evaluation_dataset(args, model)
     model.set_postprocess(**post)
     metrics = evaluate_model(model, ds, args.batch_size, args.max_events, device=args.device, exclude_led=args.exclude_led)
     metrics["weights"] = str(args.weights)

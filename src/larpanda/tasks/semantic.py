@@ -369,12 +369,14 @@ def run_train(args) -> dict:
     return train_and_save(model, cfg, args, train_set, val_set, evaluate_model, ("mIoU", "macro_F1", "allAcc"))
 
 
-def run_evaluate(args) -> dict:
-    """``larpanda evaluate --task semantic``: metrics JSON (stdout and ``--out``), optional report."""
+def run_evaluate(args, model) -> dict:
+    """``larpanda evaluate`` of semantic weights (``model``, already loaded): metrics JSON (stdout and
+    ``--out``), optional report."""
     from ..atomic import atomic_write_json
-    from .common import evaluation_inputs
+    from .common import evaluation_dataset
 
-    model, ds = evaluation_inputs(args, "semantic")
+    model = model.to(args.device)
+    ds = evaluation_dataset(args, model)
     metrics = evaluate_model(model, ds, args.batch_size, args.max_events, exclude=(LED_CLASS,) if args.exclude_led else (),
                              device=args.device)
     metrics["weights"] = str(args.weights)
