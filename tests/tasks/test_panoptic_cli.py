@@ -87,3 +87,30 @@ def test_decoder_mode_cpu_preset_caches_frozen_features(tmp_path, fixture_pilarn
     with pytest.raises(SystemExit) as exc:
         main(argv + ["--out", str(tmp_path / "run2"), "--set", "data.augment={flip: {axes: [0], p: 0.5}}"])
     assert exc.value.code == 2 and "cache_features" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("level", ["particle", "interaction"])
+def test_graph_head_train_evaluate_predict(tmp_path, fixture_pilarnet_event, level):
+    """``--head graph``: its preset (configs/panoptic/graph.yaml) trains, the weights carry the head, and
+    evaluate / predict rebuild it from the weights alone."""
+    from larpanda.data.pilarnet import write_events
+
+    data = tmp_path / "one.h5"
+    write_events(data, [fixture_pilarnet_event])
+    run = tmp_path / "run"
+    argv = ["train", "panoptic", "--head", "graph", "--mode", "scratch", "--level", level, "--data", str(data),
+            "--val-data", str(data), "--out", str(run), "--quiet", "--set", "model.preset=tiny", "--set",
+            "train.min_steps=3", "--set", "train.max_steps=3", "--set", "train.eval_every=2", "--set", "graph.hidden=16"]
+    assert main(argv) == 0
+    cfg = json.loads((run / "weights" / "config.json").read_text())
+    assert cfg["head"] == "graph" and cfg["graph"]["hidden"] == 16 and cfg["level"] == level
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["run"]["head"] == "graph" and summary["fit"]["step"] == 3
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--weights", str(run), "--data", str(data), "--out", str(out), "--quiet"]) == 0
+    m = json.loads(out.read_text())
+    assert m["level"] == level and 0.0 <= m["ari"] <= 1.0 and m["num_events"] == 1.0
+    pred = tmp_path / "pred.h5"
+    assert main(["predict", "--weights", str(run), "--data", str(data), "--out", str(pred), "--quiet"]) == 0
+    with h5py.File(pred, "r") as f:
+        assert f["instance"][0].shape == (len(fixture_pilarnet_event),)

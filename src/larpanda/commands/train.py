@@ -29,6 +29,9 @@ def add_parser(sub):
     add_common_train_args(q)
     add_revision_arg(q)
     q.add_argument("--level", choices=("particle", "interaction"), required=True, help="instance level")
+    q.add_argument("--head", choices=("mask", "graph"), default=None,
+                   help="instance head: mask (the official mask-query decoder; default) or graph (staged graph "
+                        "clustering: voxel edges -> fragments -> particles [-> interactions]); overrides the config's head")
     q.set_defaults(func=run, task="panoptic")
     p.set_defaults(func=_need_task, _parser=p)
     return p

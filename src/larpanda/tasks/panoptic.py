@@ -45,6 +45,7 @@ LEVELS = {
                         instance_key="instance_interaction", class_names=["thing"]),
 }
 MODES = ("decoder", "full", "scratch")
+HEADS = ("mask", "graph")
 DECODER_KEYS = ("hidden_channels", "num_heads", "num_queries", "depth", "mlp_ratio", "qkv_bias", "mlp_point_proj",
                 "pos_on_keys", "pos_emb", "qk_scale", "layer_scale")
 
@@ -74,13 +75,15 @@ class PanopticModel(nn.Module):
         energy_threshold: MeV cut of `transforms.prepare` at inference (0.13).
         stuff_classes: the stuff (LED) classes, default the level's ([5] particle, [0] interaction); an official
             Detector config may name others or none (then the background class is −1).
+        head: "mask" (the official mask-query decoder, default) or "graph" (`graph_head.GraphHead`, staged
+            graph clustering; ``graph`` overrides `graph_head.DEFAULTS`).
         exact_backbone: use the ``backbone`` kwargs as given (an official checkpoint's own mask token;
             ``enc_mode`` must be True) instead of the training layout (enc_mode forced True, no mask token).
     """
 
     def __init__(self, backbone: dict, level: str = "particle", mode: str = "decoder", decoder: dict | None = None,
                  loss: dict | None = None, postprocess: dict | None = None, energy_threshold: float = ENERGY_THRESHOLD_MEV,
-                 stuff_classes=None, exact_backbone: bool = False):
+                 stuff_classes=None, exact_backbone: bool = False, head: str = "mask", graph: dict | None = None):
         super().__init__()
         from ..nn.ptv3 import PointTransformerV3
 
@@ -112,8 +115,21 @@ class PanopticModel(nn.Module):
         self.decoder_kwargs = dk
         self.full_in_channels = int(sum(self.backbone.config["enc_channels"]))
         self.stuff_classes = tuple(int(c) for c in (lv["stuff_classes"] if stuff_classes is None else stuff_classes))
-        self.decoder = MaskQueryDecoder(full_in_channels=self.full_in_channels, num_classes=lv["num_classes"],
-                                        stuff_classes=self.stuff_classes, **dk)
+        if head not in HEADS:
+            raise UserError(f"--head {head}: choose from {', '.join(HEADS)}")
+        self.head = head
+        if head == "graph":
+            from .graph_head import DEFAULTS as GRAPH_DEFAULTS
+            from .graph_head import GraphHead
+
+            unknown = sorted(set(graph or {}) - set(GRAPH_DEFAULTS))
+            if unknown:
+                raise UserError(f"graph head: unknown setting(s) {', '.join(unknown)} (known: {', '.join(GRAPH_DEFAULTS)})")
+            self.graph_kwargs = {**GRAPH_DEFAULTS, **(graph or {})}
+            self.decoder = GraphHead(self.full_in_channels, level, **self.graph_kwargs)
+        else:
+            self.decoder = MaskQueryDecoder(full_in_channels=self.full_in_channels, num_classes=lv["num_classes"],
+                                            stuff_classes=self.stuff_classes, **dk)
         self.num_classes = lv["num_classes"]
         self.loss_cfg = {**LOSS_DEFAULTS, **(loss or {})}
         self.post_cfg = post_settings(postprocess, where="panoptic postprocess config")
@@ -146,7 +162,8 @@ class PanopticModel(nn.Module):
                 "decoder": self.decoder_kwargs, "loss": self.loss_cfg, "postprocess": self.post_cfg,
                 "energy_threshold": self.energy_threshold, "num_classes": self.num_classes,
                 "stuff_classes": list(self.stuff_classes), "class_names": LEVELS[self.level]["class_names"]} | (
-                    {"exact_backbone": True} if self.exact_backbone else {})
+                    {"exact_backbone": True} if self.exact_backbone else {}) | (
+                    {"head": "graph", "graph": dict(self.graph_kwargs)} if self.head == "graph" else {})
 
     @property
     def background_class(self) -> int:
@@ -186,25 +203,30 @@ class PanopticModel(nn.Module):
             feat = self._cached_features(point)
         else:
             feat = self.features(point)
+        if self.head == "graph":
+            return self.decoder(feat.float(), point, point if self.training else None)
         return self.decoder(feat.float(), point["coord"].float(), _as_tensor(point["offset"]).long())
 
     def training_step(self, batch, step: int):
         """Detector loss of a collated batch. Under autocast (``train.amp``) only the forward pass runs
         in reduced precision; the matcher costs and the losses are computed in fp32 (docs/model.md §4.3, docs/model.md §4.4)."""
         out = self(batch)
+        if self.head == "graph":
+            with torch.autocast(out["motif_logits"].device.type, enabled=False):
+                return self.decoder.loss(out)
         inst, seg = level_labels(batch, self.level)
         with torch.autocast(out["stuff_logits"].device.type, enabled=False):
             return detector_loss(out, inst, seg, self.stuff_classes, self.num_classes, self.loss_cfg)
 
     def param_groups(self, cfg: dict) -> list[dict]:
-        """Trainer groups (`larpanda.train.optim.grouped`; docs/model.md): decoder block b of D
+        """Trainer groups (`larpanda.train.optim.grouped`; docs/model.md): mask-decoder block b of D
         ``layer_decay^(D−1−b)``; encoder block idx (full/scratch) ``layer_decay^(Σdepths−idx−1+3) ·
-        backbone_lr_mult``; the rest 1; no weight decay on norms, biases and the query embeddings.
+        backbone_lr_mult``; the rest (the whole graph head) 1; no weight decay on norms, biases and the query embeddings.
         ``cfg`` is the trainer's ``train`` section."""
         from ..train.optim import block_index, grouped, no_weight_decay
 
         ld, mult = float(cfg.get("layer_decay", 0.97)), float(cfg.get("backbone_lr_mult", 1.0))
-        depth, enc = len(self.decoder.blocks), list(self.backbone.config["enc_depths"])
+        depth, enc = len(getattr(self.decoder, "blocks", ())), list(self.backbone.config["enc_depths"])
 
         def scale(name: str) -> float:
             m = re.match(r"decoder\.blocks\.(\d+)\.", name)
@@ -224,7 +246,10 @@ class PanopticModel(nn.Module):
 
     def postprocess(self, out: dict, **post) -> dict:
         """`postprocess.postprocess` of decoder outputs with the model's settings (``post_cfg``) updated by
-        ``post``: (B, N) tensors ``instance``, ``cls``, ``score`` and the (B, N) ``stuff_prob``."""
+        ``post``: (B, N) tensors ``instance``, ``cls``, ``score`` and the (B, N) ``stuff_prob``. The graph head
+        has its thresholds in its own config (``graph``) and no stuff probability."""
+        if self.head == "graph":
+            return self.decoder.postprocess(out, self.background_class)
         z, c = out["layers"][-1]
         valid = out["valid"]
         stuff = torch.zeros(valid.shape, device=z.device)
@@ -295,7 +320,8 @@ def model_from_config(cfg: dict) -> PanopticModel:
     return PanopticModel(cfg["backbone"], level=cfg.get("level", "particle"), mode=cfg.get("mode", "full"),
                          decoder=cfg.get("decoder"), loss=cfg.get("loss"), postprocess=cfg.get("postprocess"),
                          energy_threshold=cfg.get("energy_threshold", ENERGY_THRESHOLD_MEV),
-                         stuff_classes=cfg.get("stuff_classes"), exact_backbone=bool(cfg.get("exact_backbone", False)))
+                         stuff_classes=cfg.get("stuff_classes"), exact_backbone=bool(cfg.get("exact_backbone", False)),
+                         head=cfg.get("head", "mask"), graph=cfg.get("graph"))
 
 
 # The official Detector's constructor defaults (Panda: panda/model_panoptic.py ``Detector``) of the keys
@@ -404,7 +430,8 @@ def evaluate_model(model: PanopticModel, dataset, batch_size: int = 4, max_event
 def build_panoptic_model(mode: str, level: str, cfg: dict, weights=None) -> PanopticModel:
     """Model for a training run: pretrained backbone (decoder/full) or a model preset (scratch)."""
     kw = dict(level=level, mode=mode, decoder=cfg.get("decoder"), loss=cfg.get("loss"),
-              postprocess=cfg.get("postprocess"), energy_threshold=cfg.get("data", {}).get("energy_threshold", ENERGY_THRESHOLD_MEV))
+              postprocess=cfg.get("postprocess"), energy_threshold=cfg.get("data", {}).get("energy_threshold", ENERGY_THRESHOLD_MEV),
+              head=cfg.get("head", "mask"), graph=cfg.get("graph"))
     if mode == "scratch":
         if weights:
             raise UserError("--mode scratch trains from random initialisation; drop --weights")
@@ -434,8 +461,12 @@ def run_train(args) -> dict:
     """``larpanda train panoptic``: label subset → fit → ``OUT/weights`` + ``OUT/val_metrics.json``."""
     from .runs import run_datasets, task_config, train_and_save
 
+    if getattr(args, "head", None) == "graph" and not args.config:
+        args.config = "graph"  # the graph head's CPU recipe (configs/panoptic/graph.yaml)
     cfg, seed = task_config(args, "panoptic", args.level)
     cfg = level_config(cfg, args.level)
+    if getattr(args, "head", None):
+        cfg["head"] = args.head
     full, train_set, val_set = run_datasets(args, cfg, seed)
     model = build_panoptic_model(args.mode, args.level, cfg, args.weights)
     data_cfg = cfg.get("data", {})
@@ -443,7 +474,7 @@ def run_train(args) -> dict:
         if data_cfg.get("augment"):
             raise UserError("data.cache_features needs data.augment: null (augmented events change the features)")
         model.enable_feature_cache()  # each training event's frozen features once, reused every epoch
-    cfg["run"] = {"task": "panoptic", "level": args.level, "mode": args.mode, "label_fraction": float(args.label_fraction),
+    cfg["run"] = {"task": "panoptic", "level": args.level, "mode": args.mode, "head": model.head, "label_fraction": float(args.label_fraction),
                   "labelled_events": len(train_set), "available_events": len(full), "weights": args.weights, "seed": seed}
     return train_and_save(model, cfg, args, train_set, val_set, evaluate_model, ("f1", "ari", "pq", "matched_iou"))
 

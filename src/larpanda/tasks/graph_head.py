@@ -1,0 +1,295 @@
+"""The graph clustering head (``--head graph``, docs/model.md §4.8): particles and interactions by staged
+clustering, in the spirit of SPINE's GraphSPICE + GrapPA chain, trainable on a CPU.
+
+1. Voxels: a point MLP on the backbone's up-cast features and the log energy gives per-point embeddings
+   ``h`` (N, H) and motif logits (N, 5). Points whose motif is LED (class 4) are "stuff" (instance −1). The
+   other points are joined by a radius graph (``radius`` voxels, 1.8 = the 26 neighbours) and an edge MLP
+   scores each edge "same particle"; connected components of the kept edges are the *fragments*.
+2. Fragments: a small message-passing network over fragments (nodes: pooled embeddings, size, energy,
+   centroid, principal axis and spread; edges: each fragment's ``knn`` nearest fragments by closest
+   distance) predicts which fragments belong to the same particle (edge scores) and each fragment's PID
+   (γ e μ π p). Connected components of the kept fragment edges are the *particles*.
+3. Particles (interaction level only): the same network over particles predicts which share an
+   interaction.
+
+Training uses the true partitions at every stage (the true fragments are the components of the true
+"same particle" voxel edges; GrapPA trains on true fragments too), with class-balanced binary
+cross-entropy for every edge decision, cross-entropy for motif and PID. Inference thresholds the
+predicted scores at each stage.
+
+Shapes: N points of a batch, E voxel edges, F fragments, P particles; H = ``hidden``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..constants import LED_CLASS
+from ..data.transforms import SCALE
+from ..nn.graph import connected_components, radius_graph, segment_max, segment_mean, segment_sum
+
+DEFAULTS = dict(radius=1.8, hidden=64, layers=3, knn=8, samples=16, edge_threshold=0.5, fragment_threshold=0.5,
+                interaction_threshold=0.5)
+NUM_MOTIF, NUM_PID = 5, 5
+GEOMETRY = 1 + 3 + 6 + 3 + 1  # `cluster_geometry`: log size, centroid, axis⊗axis, spread, energy
+NODE_GEOMETRY = NUM_MOTIF + GEOMETRY  # + mean motif probabilities
+EDGE_GEOMETRY = 5
+
+
+def _mlp(i: int, h: int, o: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(i, h), nn.GELU(), nn.Linear(h, o))
+
+
+class GraphNet(nn.Module):
+    """Message passing over a graph with undirected edges (2, E), symmetric in the two ends of an edge:
+    edge update ``e ← LN(e + MLP([x_i + x_j, |x_i − x_j|, e]))``, node update ``x ← LN(x + MLP([x,
+    mean of incident e]))``. Outputs per-edge logits (E,) and per-node logits (M, node_classes)."""
+
+    def __init__(self, node_in: int, edge_in: int, hidden: int, layers: int, node_classes: int = 0):
+        super().__init__()
+        self.node_in, self.edge_in = _mlp(node_in, hidden, hidden), _mlp(edge_in, hidden, hidden)
+        self.edge_mlps = nn.ModuleList(_mlp(3 * hidden, hidden, hidden) for _ in range(layers))
+        self.node_mlps = nn.ModuleList(_mlp(2 * hidden, hidden, hidden) for _ in range(layers))
+        self.edge_norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
+        self.node_norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
+        self.edge_out = nn.Linear(hidden, 1)
+        self.node_out = nn.Linear(hidden, node_classes) if node_classes else None
+
+    def forward(self, x, e, edges):
+        x, e = self.node_in(x), self.edge_in(e)
+        i, j = edges
+        both = torch.cat([i, j])
+        for em, nm, en, nn_ in zip(self.edge_mlps, self.node_mlps, self.edge_norms, self.node_norms):
+            e = en(e + em(torch.cat([x[i] + x[j], (x[i] - x[j]).abs(), e], 1)))
+            agg = segment_mean(torch.cat([e, e]), both, x.shape[0])
+            x = nn_(x + nm(torch.cat([x, agg], 1)))
+        node = self.node_out(x) if self.node_out is not None else None
+        return x, self.edge_out(e).squeeze(1), node
+
+
+def cluster_geometry(pos, energy, seg, num):
+    """Per cluster (num, 14): log size, centroid (/768), principal-axis outer product (6, sign-free),
+    spread (sqrt of the covariance eigenvalues, /10 voxels), mean log energy; and the unit principal axes
+    (num, 3) and centroids (num, 3) in voxels. ``pos`` (N, 3) voxels, ``energy`` (N,) log-scaled."""
+    size = torch.bincount(seg, minlength=num).to(pos.dtype)
+    cen = segment_mean(pos, seg, num)
+    d = pos - cen[seg]
+    cov = segment_mean((d[:, :, None] * d[:, None, :]).reshape(-1, 9), seg, num).reshape(num, 3, 3)
+    evals, evecs = torch.linalg.eigh(cov.double() + 1e-6 * torch.eye(3, dtype=torch.float64, device=pos.device))
+    axis, evals = evecs[:, :, 2].to(pos.dtype), evals.clamp(min=0).to(pos.dtype)
+    iu = torch.triu_indices(3, 3, device=pos.device)
+    outer = (axis[:, :, None] * axis[:, None, :])[:, iu[0], iu[1]]
+    geo = torch.cat([torch.log1p(size)[:, None], cen / 768.0, outer, evals.sqrt() / 10.0,
+                     segment_mean(energy[:, None], seg, num)], 1)
+    return geo, axis, cen
+
+
+def _sample_rows(pos, seg, num, axis, cen, samples: int):
+    """Up to ``samples`` rows per cluster, evenly spaced along its principal axis (both ends included)."""
+    n = torch.bincount(seg, minlength=num)
+    proj = ((pos - cen[seg]) * axis[seg]).sum(1).double()
+    span = proj.abs().max().clamp(min=1.0) * 4
+    order = torch.argsort(seg.double() * span + proj)
+    start = torch.cumsum(n, 0) - n
+    k = n.clamp(max=samples)
+    owner = torch.repeat_interleave(torch.arange(num, device=pos.device), k)
+    j = torch.arange(int(k.sum()), device=pos.device) - torch.repeat_interleave(torch.cumsum(k, 0) - k, k)
+    step = (n[owner] - 1).double() / (k[owner] - 1).clamp(min=1).double()
+    return order[start[owner] + torch.floor(j.double() * step).long()], owner
+
+
+def cluster_graph(pos, seg, num, cluster_batch, axis, cen, knn: int, samples: int, chunk: int = 2048):
+    """k-nearest-cluster graph within each event: edges (2, E) with i < j and their (E, 5) features
+    [log1p closest distance, log1p centroid distance, |a_i·a_j|, min and max of |a·u|] (a: principal axes,
+    u: unit centroid displacement). Closest distances are over ``samples`` points per cluster."""
+    src, dst, dist = [], [], []
+    if num < 2:
+        return torch.zeros((2, 0), dtype=torch.long, device=pos.device), torch.zeros((0, EDGE_GEOMETRY), device=pos.device)
+    rows, owner = _sample_rows(pos, seg, num, axis, cen, samples)
+    sp = pos[rows]
+    for b in torch.unique(cluster_batch).tolist():
+        ids = torch.nonzero(cluster_batch == b).squeeze(1)
+        if len(ids) < 2:
+            continue
+        lo = int(ids[0])
+        m = torch.nonzero((owner >= lo) & (owner <= int(ids[-1]))).squeeze(1)
+        own = owner[m] - lo
+        nb = len(ids)
+        closest = torch.full((nb, nb), float("inf"), device=pos.device, dtype=pos.dtype)
+        for c0 in range(0, len(m), chunk):
+            d = torch.cdist(sp[m[c0:c0 + chunk]], sp[m])
+            part = torch.full((d.shape[0], nb), float("inf"), device=pos.device, dtype=pos.dtype)
+            part = part.scatter_reduce(1, own[None].expand_as(d), d, reduce="amin")
+            closest = closest.scatter_reduce(0, own[c0:c0 + chunk, None].expand_as(part), part, reduce="amin")
+        closest.fill_diagonal_(float("inf"))
+        k = min(knn, nb - 1)
+        nbr = torch.topk(closest, k, dim=1, largest=False).indices
+        a = torch.arange(nb, device=pos.device).repeat_interleave(k)
+        bb = nbr.reshape(-1)
+        i, j = torch.minimum(a, bb), torch.maximum(a, bb)
+        pair = torch.unique(i * nb + j)
+        i, j = pair // nb, pair % nb
+        src.append(i + lo)
+        dst.append(j + lo)
+        dist.append(closest[i, j])
+    if not src:
+        return cluster_graph(pos, seg, 0, cluster_batch, axis, cen, knn, samples)
+    i, j, dmin = torch.cat(src), torch.cat(dst), torch.cat(dist)
+    disp = cen[j] - cen[i]
+    dc = disp.norm(dim=1)
+    u = disp / dc.clamp(min=1e-6)[:, None]
+    ai, aj = (axis[i] * u).sum(1).abs(), (axis[j] * u).sum(1).abs()
+    feat = torch.stack([torch.log1p(dmin), torch.log1p(dc), (axis[i] * axis[j]).sum(1).abs(),
+                        torch.minimum(ai, aj), torch.maximum(ai, aj)], 1)
+    return torch.stack([i, j]), feat
+
+
+def balanced_bce(logit, target):
+    """Binary cross-entropy with positives and negatives weighted equally (each class's mean, averaged
+    over the classes present)."""
+    if logit.numel() == 0:
+        return logit.sum()
+    loss = F.binary_cross_entropy_with_logits(logit, target.float(), reduction="none")
+    parts = [loss[target == v].mean() for v in (False, True) if (target == v).any()]
+    return sum(parts) / len(parts)
+
+
+class GraphHead(nn.Module):
+    """Staged graph clustering on backbone features (module docstring). ``level``: "particle" (voxels →
+    fragments → particles with PID) or "interaction" (… → interactions)."""
+
+    def __init__(self, in_channels: int, level: str = "particle", radius: float = 1.8, hidden: int = 64,
+                 layers: int = 3, knn: int = 8, samples: int = 16, edge_threshold: float = 0.5,
+                 fragment_threshold: float = 0.5, interaction_threshold: float = 0.5):
+        super().__init__()
+        self.level, self.radius, self.knn, self.samples = level, float(radius), int(knn), int(samples)
+        self.thresholds = (float(edge_threshold), float(fragment_threshold), float(interaction_threshold))
+        self.point = nn.Sequential(nn.LayerNorm(in_channels + 1), _mlp(in_channels + 1, hidden, hidden))
+        self.motif = nn.Linear(hidden, NUM_MOTIF)
+        self.voxel_edge = _mlp(2 * hidden + 2, hidden, 1)
+        self.fragment = GraphNet(2 * hidden + NODE_GEOMETRY, EDGE_GEOMETRY, hidden, layers, NUM_PID)
+        self.particle = (GraphNet(hidden + NODE_GEOMETRY + NUM_PID, EDGE_GEOMETRY, hidden, layers)
+                         if level == "interaction" else None)
+
+    def _clusters(self, pos, energy, seg, num, batch):
+        """Geometry (num, 14) and the k-nearest-cluster graph of clusters ``seg`` of the thing points."""
+        geo, axis, cen = cluster_geometry(pos, energy, seg, num)
+        cb = torch.zeros(num, dtype=torch.long, device=pos.device).scatter_(0, seg, batch)
+        edges, efeat = cluster_graph(pos, seg, num, cb, axis, cen, self.knn, self.samples)
+        return geo, edges, efeat
+
+    def forward(self, feat, point, truth: dict | None = None) -> dict:
+        """``feat`` (N, C) backbone features of a collated ``point`` batch (``coord``, ``feat``, ``offset``).
+        ``truth`` (training): the batch's ``instance_particle``, ``instance_interaction`` (N,) ids (−1 LED)
+        and ``segment_motif``/``segment_pid``; every stage then runs on the true partitions and the
+        outputs carry the targets for `loss`. Without ``truth`` each stage's thresholded predictions are
+        used, and the outputs carry per-point ``particle``/``interaction`` ids (−1 stuff)."""
+        offset = torch.as_tensor(point["offset"], device=feat.device).long()
+        counts = torch.diff(offset, prepend=offset.new_zeros(1))
+        batch = torch.repeat_interleave(torch.arange(len(counts), device=feat.device), counts)
+        pos = point["coord"].float() * SCALE
+        energy = point["feat"][:, 3].float()
+        h = self.point(torch.cat([feat, energy[:, None]], 1))
+        motif = self.motif(h)
+        prob = motif.softmax(1)
+        thing = truth["instance_particle"] >= 0 if truth is not None else motif.argmax(1) != LED_CLASS
+        idx = torch.nonzero(thing).squeeze(1)
+        out = {"motif_logits": motif, "counts": counts, "thing": idx}
+        if truth is not None:
+            out["motif_target"] = truth["segment_motif"]
+        hp, pp, pb = h[idx], pos[idx], batch[idx]
+        edges = radius_graph(pp, pb, self.radius)
+        i, j = edges
+        dist = (pp[i] - pp[j]).norm(dim=1, keepdim=True) / self.radius
+        ef = torch.cat([hp[i] + hp[j], (hp[i] - hp[j]).abs(), dist, (energy[idx][i] - energy[idx][j]).abs()[:, None]], 1)
+        out["voxel_logits"] = self.voxel_edge(ef).squeeze(1)
+        if truth is not None:
+            part_pt = truth["instance_particle"][idx]
+            out["voxel_target"] = part_pt[i] == part_pt[j]
+            keep = out["voxel_target"]
+        else:
+            keep = torch.sigmoid(out["voxel_logits"]) > self.thresholds[0]
+        frag = connected_components(len(idx), edges[:, keep])
+        nf = int(frag.max()) + 1 if len(frag) else 0
+        geo, fedges, fefeat = self._clusters(pp, energy[idx], frag, nf, pb)
+        fnode = torch.cat([segment_mean(hp, frag, nf), segment_max(hp, frag, nf), segment_mean(prob[idx], frag, nf), geo], 1)
+        xf, out["fragment_logits"], out["pid_logits"] = self.fragment(fnode, fefeat, fedges)
+        out["fragment_size"] = torch.bincount(frag, minlength=nf)
+        if truth is not None:
+            first = torch.zeros(nf, dtype=torch.long, device=feat.device).scatter_(0, frag, torch.arange(len(frag), device=feat.device))
+            fpart = part_pt[first]
+            out["fragment_target"] = fpart[fedges[0]] == fpart[fedges[1]]
+            out["pid_target"] = truth["segment_pid"][idx][first]
+            fkeep = out["fragment_target"]
+        else:
+            fkeep = torch.sigmoid(out["fragment_logits"]) > self.thresholds[1]
+        part_of_frag = connected_components(nf, fedges[:, fkeep])
+        npart = int(part_of_frag.max()) + 1 if nf else 0
+        w = torch.log1p(out["fragment_size"].float())[:, None]
+        pid_prob = segment_sum(out["pid_logits"].softmax(1) * w, part_of_frag, npart)
+        pid_prob = pid_prob / pid_prob.sum(1, keepdim=True).clamp(min=1e-9)
+        part = part_of_frag[frag]
+        out.update(particle_of_thing=part, particle_pid=pid_prob)
+        if self.particle is not None:
+            geo_p, pedges, pefeat = self._clusters(pp, energy[idx], part, npart, pb)
+            pnode = torch.cat([segment_mean(xf, part_of_frag, npart), pid_prob, segment_mean(prob[idx], part, npart), geo_p], 1)
+            _, out["interaction_logits"], _ = self.particle(pnode, pefeat, pedges)
+            if truth is not None:
+                firstp = torch.zeros(npart, dtype=torch.long, device=feat.device).scatter_(0, part, torch.arange(len(part), device=feat.device))
+                pint = truth["instance_interaction"][idx][firstp]
+                out["interaction_target"] = pint[pedges[0]] == pint[pedges[1]]
+                ikeep = out["interaction_target"]
+            else:
+                ikeep = torch.sigmoid(out["interaction_logits"]) > self.thresholds[2]
+            out["interaction_of_thing"] = connected_components(npart, pedges[:, ikeep])[part]
+        return out
+
+    def loss(self, out: dict):
+        """(loss, logs): motif CE + balanced BCE of the voxel, fragment (and particle) edges + PID CE of the
+        fragments weighted by log(1 + size)."""
+        parts = {"motif": F.cross_entropy(out["motif_logits"], out["motif_target"]),
+                 "voxel_edge": balanced_bce(out["voxel_logits"], out["voxel_target"]),
+                 "fragment_edge": balanced_bce(out["fragment_logits"], out["fragment_target"])}
+        ok = (out["pid_target"] >= 0) & (out["pid_target"] < NUM_PID)
+        if ok.any():
+            w = torch.log1p(out["fragment_size"][ok].float())
+            ce = F.cross_entropy(out["pid_logits"][ok], out["pid_target"][ok], reduction="none")
+            parts["pid"] = (ce * w).sum() / w.sum()
+        if "interaction_logits" in out:
+            parts["interaction_edge"] = balanced_bce(out["interaction_logits"], out["interaction_target"])
+        total = sum(parts.values())
+        return total, {f"loss_{k}": float(v.detach()) for k, v in parts.items()} | {"loss": float(total.detach())}
+
+    def postprocess(self, out: dict, background_class: int) -> dict:
+        """(B, N_max) ``instance`` (0.. per event, −1 stuff and padding), ``cls`` (PID at the particle level;
+        1 = thing at the interaction level; ``background_class`` for stuff) and ``score`` (PID
+        probability, or motif probability at the interaction level)."""
+        counts = out["counts"]
+        n = int(counts.sum())
+        B, nmax = len(counts), int(counts.max()) if len(counts) else 0
+        dev = counts.device
+        batch = torch.repeat_interleave(torch.arange(B, device=dev), counts)
+        col = torch.arange(n, device=dev) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        idx = out["thing"]
+        inst_flat = torch.full((n,), -1, dtype=torch.long, device=dev)
+        cls_flat = torch.full((n,), background_class, dtype=torch.long, device=dev)
+        score_flat = out["motif_logits"].softmax(1).max(1).values.float()
+        if self.level == "particle":
+            ids = out["particle_of_thing"]
+            pid = out["particle_pid"]
+            cls_flat[idx] = pid.argmax(1)[ids]
+            score_flat[idx] = pid.max(1).values[ids].float()
+        else:
+            ids = out["interaction_of_thing"]
+            cls_flat[idx] = 1
+        if len(idx):  # renumber 0.. within each event (global ids are ordered by event)
+            first = torch.full((B,), n, dtype=torch.long, device=dev).scatter_reduce(0, batch[idx], ids, reduce="amin")
+            inst_flat[idx] = ids - first[batch[idx]]
+        res = {}
+        for key, flat, fill in (("instance", inst_flat, -1), ("cls", cls_flat, background_class), ("score", score_flat, 0.0)):
+            t = torch.full((B, nmax), fill, dtype=flat.dtype, device=dev)
+            t[batch, col] = flat
+            res[key] = t
+        return res

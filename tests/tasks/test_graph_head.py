@@ -1,0 +1,190 @@
+"""The graph clustering head (`larpanda.tasks.graph_head`): exact clustering with hand-set scores, batching,
+row alignment of predictions, training reduces the loss."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from larpanda.data.point import collate
+from larpanda.data.transforms import SCALE, prepare
+from larpanda.tasks.graph_head import GraphHead
+from larpanda.tasks.panoptic import PanopticModel
+
+MUON = 2
+
+
+def _tracks():
+    """Three straight tracks (voxels): A along x and B along y touch at (20, 10..11, 10); C along z has a
+    gap of 4 voxels. Returns (positions (N, 3), track label (N,))."""
+    a = [(x, 10, 10) for x in range(10, 31)]
+    b = [(20, y, 10) for y in range(11, 31)]
+    c = [(40, 40, z) for z in range(10, 21)] + [(40, 40, z) for z in range(25, 36)]
+    pos = np.array(a + b + c, np.float32)
+    return pos, np.repeat([0, 1, 2], [len(a), len(b), len(c)])
+
+
+def _point(pos_list):
+    """A collated batch of events given by their voxel positions (coord in the model's normalisation)."""
+    pts = [{"coord": torch.as_tensor(p / SCALE), "feat": torch.zeros(len(p), 4)} for p in pos_list]
+    offset = torch.cumsum(torch.tensor([len(p) for p in pos_list]), 0)
+    return {"coord": torch.cat([p["coord"] for p in pts]), "feat": torch.cat([p["feat"] for p in pts]), "offset": offset}
+
+
+class _Take(nn.Module):  # h = the first k input channels (one-hot track labels)
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):
+        return x[:, : self.k]
+
+
+class _SameLabelEdge(nn.Module):  # voxel edge feature [h_i + h_j, |h_i − h_j|, ...]: +10 same label, −10 not
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+
+    def forward(self, ef):
+        return (10 - 20 * ef[:, self.k: 2 * self.k].sum(1, keepdim=True))
+
+
+class _SameLabelFragments(nn.Module):  # fragment nodes [mean h, ...]: join fragments of one label, PID μ
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x, e, edges):
+        h = x[:, : self.k]
+        logit = 10 - 20 * (h[edges[0]] - h[edges[1]]).abs().sum(1)
+        pid = torch.full((len(x), 5), -10.0)
+        pid[:, MUON] = 10.0
+        return x, logit, pid
+
+
+def _hand_head(k=3, join_fragments=True):
+    head = GraphHead(in_channels=k, level="particle", hidden=k)
+    head.point = _Take(k)
+    head.motif = nn.Linear(k, 5)
+    with torch.no_grad():
+        head.motif.weight.zero_()
+        head.motif.bias.copy_(torch.tensor([0.0, 10.0, 0.0, 0.0, 0.0]))  # every point a track
+    head.voxel_edge = _SameLabelEdge(k)
+    head.fragment = _SameLabelFragments(k) if join_fragments else _NeverJoin()
+    return head.eval()
+
+
+class _NeverJoin(nn.Module):
+    def forward(self, x, e, edges):
+        return x, torch.full((edges.shape[1],), -10.0), torch.zeros(len(x), 5)
+
+
+def _partition(ids):
+    """Canonical form of a partition: each element's label is the index of its label's first element."""
+    ids = np.asarray(ids)
+    _, first, inv = np.unique(ids, return_index=True, return_inverse=True)
+    return first[inv]
+
+
+def test_hand_scored_head_separates_touching_tracks_and_bridges_the_gap():
+    pos, label = _tracks()
+    feat = torch.nn.functional.one_hot(torch.as_tensor(label), 3).float()
+    point = _point([pos])
+    pp = _hand_head().postprocess(_hand_head()(feat, point), background_class=5)
+    inst = pp["instance"][0].numpy()
+    assert (inst >= 0).all()
+    np.testing.assert_array_equal(_partition(inst), _partition(label))
+    assert (pp["cls"][0].numpy() == MUON).all()
+    # without the fragment stage the gapped track C stays in two pieces: the gap is bridged by stage 2
+    out = _hand_head(join_fragments=False)(feat, point)
+    assert len(np.unique(out["particle_of_thing"].numpy())) == 4
+
+
+def test_batch_equals_event_by_event():
+    torch.manual_seed(0)
+    head = GraphHead(in_channels=3, level="interaction", hidden=16).eval()
+    with torch.no_grad():
+        head.voxel_edge[2].bias.fill_(1.0)  # keep most voxel edges: a few fragments per track
+    pos, label = _tracks()
+    events = [pos, pos[::2] + 3.0, np.concatenate([pos, pos + [0, 0, 60]])]
+    g = torch.Generator().manual_seed(1)
+    feats = [torch.randn(len(p), 3, generator=g) for p in events]
+    with torch.no_grad():
+        whole = head.postprocess(head(torch.cat(feats), _point(events)), background_class=0)
+        for b, (p, f) in enumerate(zip(events, feats)):
+            one = head.postprocess(head(f, _point([p])), background_class=0)
+            n = len(p)
+            for key in ("instance", "cls"):
+                np.testing.assert_array_equal(whole[key][b, :n].numpy(), one[key][0].numpy())
+            assert (whole["instance"][b, n:] == -1).all()
+
+
+def _fixture_event(fixtures_dir, perm=None):
+    """The real fixture event (some rows pushed below the 0.13 MeV cut), its rows permuted by ``perm``."""
+    from larpanda.data.pilarnet import event_from_labels
+
+    d = np.load(fixtures_dir / "pilarnet_m_test_event0_recon.npz")
+    energy = d["energy"].copy()
+    energy[::50] = 0.05
+    perm = np.arange(len(energy)) if perm is None else perm
+    cols = [d[k].astype(np.int64)[perm] for k in ("voxel", "segment_motif", "segment_pid", "instance_particle",
+                                                  "instance_interaction")]
+    return event_from_labels(cols[0], energy[perm], *cols[1:])
+
+
+@pytest.fixture(scope="module")
+def event(fixtures_dir):
+    return _fixture_event(fixtures_dir)
+
+
+def _graph_model(level="particle"):
+    from larpanda.config import load_config
+
+    torch.manual_seed(0)
+    m = PanopticModel(load_config("tiny", "model"), level=level, mode="decoder", head="graph", graph=dict(hidden=16))
+    with torch.no_grad():
+        m.decoder.voxel_edge[2].bias.fill_(5.0)
+    return m.eval()
+
+
+def test_predictions_align_with_raw_rows_and_led_is_stuff(event, fixtures_dir, one_thread):
+    m = _graph_model()
+    p = m.predict(event)
+    n = len(event)
+    assert set(p) == {"instance", "pid", "score"} and all(v.shape == (n,) for v in p.values())
+    kept = prepare(event)["index"]
+    cut = np.setdiff1d(np.arange(n), kept)
+    assert len(cut) and (p["instance"][cut] == -1).all() and (p["pid"][cut] == -1).all()
+    # the same event with its rows shuffled: the same prediction for every voxel
+    shuffled = _fixture_event(fixtures_dir, np.random.default_rng(0).permutation(n))
+    q = m.predict(shuffled)
+    key = lambda ev: np.ravel_multi_index(ev.point[:, :3].astype(np.int64).T, (768, 768, 768))  # noqa: E731
+    back = np.argsort(key(shuffled))[np.argsort(np.argsort(key(event)))]  # row of each original voxel in `shuffled`
+    assert (shuffled.point[back] == event.point).all()
+    np.testing.assert_array_equal(_partition(q["instance"][back]), _partition(p["instance"]))
+    np.testing.assert_array_equal(q["pid"][back], p["pid"])
+    # LED is stuff: a motif head that calls every point LED predicts no instance at all
+    with torch.no_grad():
+        m.decoder.motif.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 100.0]))
+    assert (m.predict(event)["instance"] == -1).all()
+
+
+def test_training_reduces_loss_and_config_round_trips(event, one_thread):
+    from larpanda.tasks.panoptic import model_from_config
+
+    for level in ("particle", "interaction"):
+        m = _graph_model(level).train()
+        batch = collate([prepare(event)])
+        opt = torch.optim.AdamW([p for p in m.decoder.parameters()], lr=3e-3)
+        first = None
+        for _ in range(30):
+            loss, logs = m.training_step(batch, 0)
+            assert {"loss_motif", "loss_voxel_edge", "loss_fragment_edge", "loss_pid"} <= set(logs)
+            assert ("loss_interaction_edge" in logs) == (level == "interaction")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            first = first if first is not None else float(loss)
+        assert float(loss) < 0.7 * first
+        again = model_from_config(m.config)
+        assert again.head == "graph" and again.config == m.config
