@@ -36,6 +36,18 @@ def fixture_pilarnet_event():
                              i64("instance_particle"), i64("instance_interaction"))
 
 
+@pytest.fixture(scope="session")
+def device():
+    """Torch device of the ``device``-marked tests: env ``LARPANDA_TEST_DEVICE`` (default "cpu";
+    ``benchmarks/gpu_check.py`` sets "cuda"). Skips the test when CUDA is asked for but not available."""
+    import torch
+
+    name = os.environ.get("LARPANDA_TEST_DEVICE", "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip(f"LARPANDA_TEST_DEVICE={name} but CUDA is not available")
+    return torch.device(name)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _threads():
     import torch

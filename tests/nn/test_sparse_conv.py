@@ -33,16 +33,18 @@ def _dense_reference(grid, batch, feat, weight, bias, size):
     return torch.cat(out)
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("algo", ["im2col", "pairs", "reference", "auto"])
 @pytest.mark.parametrize("fill", [0.15, 0.6])
-def test_forward_backward_equals_dense(algo, fill):
+def test_forward_backward_equals_dense(algo, fill, device):
     gen = torch.Generator().manual_seed(3)
     size = 6
     grid, batch = _random_sites(gen, 2, size, fill)
+    grid, batch = grid.to(device), batch.to(device)
     c_in, c_out = 5, 7
-    feat = torch.randn(len(grid), c_in, generator=gen, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(c_out, 3, 3, 3, c_in, generator=gen, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(c_out, generator=gen, dtype=torch.float64, requires_grad=True)
+    feat = torch.randn(len(grid), c_in, generator=gen, dtype=torch.float64).to(device).requires_grad_()
+    weight = torch.randn(c_out, 3, 3, 3, c_in, generator=gen, dtype=torch.float64).to(device).requires_grad_()
+    bias = torch.randn(c_out, generator=gen, dtype=torch.float64).to(device).requires_grad_()
     kmap = KernelMap(grid, batch)
     ours = subm_conv(feat, kmap, weight, bias, algo)
     ref = _dense_reference(grid, batch, feat, weight, bias, size)
@@ -54,10 +56,11 @@ def test_forward_backward_equals_dense(algo, fill):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
 
 
-def test_events_do_not_leak_and_map_is_exact():
+@pytest.mark.device
+def test_events_do_not_leak_and_map_is_exact(device):
     # two events with the same coordinates: neighbours only within the same event
-    grid = torch.tensor([[1, 1, 1], [1, 1, 2], [1, 1, 1], [2, 2, 2]])
-    batch = torch.tensor([0, 0, 1, 1])
+    grid = torch.tensor([[1, 1, 1], [1, 1, 2], [1, 1, 1], [2, 2, 2]], device=device)
+    batch = torch.tensor([0, 0, 1, 1], device=device)
     km = KernelMap(grid, batch)
     n = len(grid)
     # row 0 sees row 1 at offset (0,0,+1) = index 9*1+3*1+2 = 14; never rows of event 1
@@ -66,12 +69,13 @@ def test_events_do_not_leak_and_map_is_exact():
     assert km.nbr[2, 26] == 3 and set(km.nbr[2].tolist()) == {2, 3, n}
 
 
-def test_kernel_map_generic_strided():
+@pytest.mark.device
+def test_kernel_map_generic_strided(device):
     # strided use: output sites on the coarse grid, centred at 2*coarse on the fine grid
-    fine = torch.tensor([[0, 0, 0], [1, 0, 0], [2, 2, 2]])
+    fine = torch.tensor([[0, 0, 0], [1, 0, 0], [2, 2, 2]], device=device)
     size = 8
-    keys_in = grid_keys(torch.zeros(3, dtype=torch.long), fine, size)
-    keys_out = grid_keys(torch.zeros(1, dtype=torch.long), torch.tensor([[0, 0, 0]]), size)
+    keys_in = grid_keys(torch.zeros(3, dtype=torch.long, device=device), fine, size)
+    keys_out = grid_keys(torch.zeros(1, dtype=torch.long, device=device), torch.tensor([[0, 0, 0]], device=device), size)
     offs = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 1, 0]])
     assert kernel_map(keys_out, keys_in, offs, size).tolist() == [[0, 1, 3]]
     assert OFFSETS.shape == (27, 3) and OFFSETS[13].tolist() == [0, 0, 0]
