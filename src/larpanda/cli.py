@@ -3,7 +3,9 @@
 Each sub-command lives in ``larpanda/commands/<name>.py`` with ``add_parser(subparsers)`` (which sets
 ``func``). Command modules import heavy libraries only inside their ``run`` function, so ``--help`` is fast.
 User mistakes and bad data raise `larpanda.errors.UserError` / `DataError` and are printed here as one line
-``larpanda: error: ...`` with exit status 2, never a traceback.
+``larpanda: error: ...`` with exit status 2, never a traceback. Between parsing and the command, `main`
+applies the thread policy (`larpanda.threads`; ``--threads N`` on any command): nothing before it may
+import torch, because OpenMP reads its settings when torch loads it.
 """
 
 from __future__ import annotations
@@ -39,7 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"larpanda.commands.{name}").add_parser(sub)
+    _add_threads_option(parser, argparse.SUPPRESS)
+    parser.set_defaults(threads=None)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _add_threads_option(parser: argparse.ArgumentParser, default) -> None:
+    """``--threads N`` on ``parser`` and every (nested) sub-command parser, so that it may follow the
+    command (``larpanda train semantic ... --threads 1``)."""
+    parser.add_argument("--threads", type=_positive_int, default=default, metavar="N",
+                        help="torch CPU threads (default: one per free core, see larpanda.threads)")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                _add_threads_option(child, argparse.SUPPRESS)
 
 
 def error_exit(message: str, code: int = 2) -> None:
@@ -58,6 +79,7 @@ def _leave_process_group() -> None:
 
 def main(argv=None) -> int:
     from .errors import UserError
+    from .threads import apply_thread_policy
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -65,6 +87,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
+        apply_thread_policy(args.threads)
         rc = args.func(args)
         _leave_process_group()
     except UserError as exc:

@@ -1,7 +1,8 @@
 """The cheap sanity checks every reader runs on a chunk of PILArNet-M events (docs/design.md §4.4).
 
-`check_chunk` takes the flat per-event arrays of one h5py read (`larpanda.data.pilarnet.read_raw`) and checks
-them vectorized over the concatenated chunk, never looping over points: table lengths, cluster sizes,
+`check_chunk` takes the flat per-event arrays of one h5py read (`larpanda.data.pilarnet.read_raw`), `check_flat`
+their concatenation (the training loader reads a batch straight into it, `larpanda.data.vlen`); the checks
+run vectorized over the concatenated chunk, never looping over points: table lengths, cluster sizes,
 energies, coordinates, class codes. Any violation raises `larpanda.errors.DataError` naming the file, the
 event and the field. The writer invariants on top of these are `larpanda.data.pilarnet.validate`.
 """
@@ -16,7 +17,17 @@ from .event import GRID_SIZE_VOXELS
 
 
 def check_chunk(point, cluster, extra, version: int, path=None, first: int = 0, packed: bool = False):
-    """Vectorized sanity checks of a chunk of flat per-event arrays; returns Events' tables.
+    """Vectorized sanity checks of a chunk of flat per-event arrays (object arrays of one h5py read, or
+    lists); `check_flat` of their concatenation. Returns what `check_flat` returns."""
+    lengths = (_lengths(point), _lengths(cluster), None if extra is None else _lengths(extra))
+    flat = (_concat(point, np.float32), _concat(cluster, np.int64),
+            None if extra is None else _concat(extra, np.float32))
+    return check_flat(flat, lengths, version, path, first, packed)
+
+
+def check_flat(flat, lengths, version: int, path=None, first: int = 0, packed: bool = False):
+    """Vectorized sanity checks of a chunk of events given as its concatenated tables ``flat`` = (point,
+    cluster, cluster_extra or None), 1-D arrays as stored, and ``lengths`` = their elements per event.
 
     Returns (points list of (N,8) float32, clusters list of (M,6) int64, extras list or None), plus with
     ``packed=True`` a 4th item (all points (N,8), all clusters (M,6), points per event, rows per event,
@@ -24,17 +35,22 @@ def check_chunk(point, cluster, extra, version: int, path=None, first: int = 0, 
     Raises DataError at the first violation: the checks run in the order below, each reports its lowest event.
     """
     ncol = 6 if version == 2 else 5
-    npts, nrows = _check_lengths(point, cluster, extra, version, ncol, path, first)
-    pts, cl = _concat_chunk(point, cluster, ncol, path, first)
+    extra = flat[2] if version == 2 else None
+    elen = None if extra is None else lengths[2]
+    npts, nrows = _check_lengths(lengths[0], lengths[1], elen, version, ncol, path, first)
+    pts = np.asarray(flat[0], dtype=np.float32).reshape(-1, 8)
+    cl = flat[1].reshape(-1, ncol)
+    if not np.issubdtype(cl.dtype, np.integer):
+        raise DataError(f"dtype {cl.dtype} is not integer", path, first, "cluster")
+    cl = cl.astype(np.int64, copy=False)
     p_off, c_off = _check_cluster_sizes(cl, npts, nrows, path, first)
     P = _check_points(pts, p_off, path, first)
     cl = _check_cluster_codes(cl, c_off, version, path, first)
     points = np.split(pts, p_off[1:-1])
     clusters = np.split(cl, c_off[1:-1])
     extras = None
-    if version == 2 and extra is not None:
-        ex = np.concatenate([np.asarray(x, dtype=np.float32) for x in extra]).reshape(-1, 5)
-        extras = np.split(ex, c_off[1:-1])
+    if extra is not None:
+        extras = np.split(np.asarray(extra, dtype=np.float32).reshape(-1, 5), c_off[1:-1])
     if packed:
         return points, clusters, extras, (pts, cl, npts, nrows, P)
     return points, clusters, extras
@@ -44,10 +60,15 @@ def _lengths(arrays) -> np.ndarray:
     return np.fromiter((len(x) for x in arrays), dtype=np.int64, count=len(arrays))
 
 
-def _check_lengths(point, cluster, extra, version: int, ncol: int, path, first: int):
-    """Table lengths of every event: ``point`` a multiple of 8, ``cluster`` a positive multiple of ``ncol``,
-    ``cluster_extra`` 5 per cluster row. Returns (points per event, cluster rows per event)."""
-    plen, clen = _lengths(point), _lengths(cluster)
+def _concat(arrays, empty_dtype) -> np.ndarray:
+    """The per-event arrays as one 1-D array (of ``empty_dtype`` when there is none)."""
+    return np.concatenate([np.asarray(x).reshape(-1) for x in arrays]) if len(arrays) else np.zeros(0, empty_dtype)
+
+
+def _check_lengths(plen, clen, elen, version: int, ncol: int, path, first: int):
+    """Table lengths of every event (elements per event of ``point``, ``cluster``, ``cluster_extra`` or None):
+    ``point`` a multiple of 8, ``cluster`` a positive multiple of ``ncol``, ``cluster_extra`` 5 per cluster
+    row. Returns (points per event, cluster rows per event)."""
     bad = np.flatnonzero(plen % 8)
     if bad.size:
         raise DataError(f"length {plen[bad[0]]} is not a multiple of 8", path, first + int(bad[0]), "point")
@@ -58,8 +79,7 @@ def _check_lengths(point, cluster, extra, version: int, ncol: int, path, first: 
             path, first + int(bad[0]), "cluster",
         )
     npts, nrows = plen // 8, clen // ncol
-    if version == 2 and extra is not None:
-        elen = _lengths(extra)
+    if elen is not None:
         bad = np.flatnonzero((elen % 5) | (elen // 5 != nrows))
         if bad.size:
             i = int(bad[0])
@@ -67,16 +87,6 @@ def _check_lengths(point, cluster, extra, version: int, ncol: int, path, first: 
                 f"length {elen[i]} is not 5 x {nrows[i]} cluster rows", path, first + i, "cluster_extra"
             )
     return npts, nrows
-
-
-def _concat_chunk(point, cluster, ncol: int, path, first: int):
-    """The chunk's points (N, 8) float32 and cluster rows (M, ncol) int64, concatenated once."""
-    pts = np.concatenate([np.asarray(x, dtype=np.float32) for x in point]) if len(point) else np.zeros(0, np.float32)
-    pts = pts.reshape(-1, 8)
-    cl = np.concatenate([np.asarray(x) for x in cluster]).reshape(-1, ncol)
-    if not np.issubdtype(cl.dtype, np.integer):
-        raise DataError(f"dtype {cl.dtype} is not integer", path, first, "cluster")
-    return pts, cl.astype(np.int64, copy=False)
 
 
 def _raise_at_first(mask, off, table, what, path, first: int, field: str) -> None:

@@ -39,9 +39,11 @@ import torch
 from ..constants import ENERGY_THRESHOLD_MEV, MIN_RAW_POINTS
 from ..errors import DataError
 from . import pilarnet
+from .checks import check_flat
 from .event import Event
 from .point import Point, collate
 from .transforms import prepare, prepare_batch
+from .vlen import RawVlen, VlenLayoutError, read_flat
 
 log = logging.getLogger("larpanda.data")
 
@@ -169,8 +171,9 @@ class PILArNetDataset(torch.utils.data.Dataset):
             f = pilarnet.open_h5(self.files[k])
             self._versions[k] = pilarnet.file_version(f, self.files[k])
             h = {name: f[name] for name in ("point", "cluster", "cluster_extra") if name in f}
-            # for _read_batch: dataset id, memory type, file dataspace (its selection is reset at every read)
+            # for _read_h5py: dataset id, memory type, file dataspace (its selection is reset at every read)
             h["_lowlevel"] = {name: (d.id, h5t.py_create(d.dtype), d.id.get_space()) for name, d in h.items()}
+            h["_raw"] = RawVlen.open(f, [name for name in h if not name.startswith("_")])  # None: h5py only
             h["_file"] = f
             self._handles[k] = h
         return h, self._versions[k]
@@ -178,6 +181,8 @@ class PILArNetDataset(torch.utils.data.Dataset):
     def close(self) -> None:
         for h in self._handles.values():
             try:
+                if h.get("_raw") is not None:
+                    h["_raw"].close()
                 h["_file"].close()
             except Exception:  # noqa: BLE001
                 pass
@@ -216,38 +221,61 @@ class PILArNetDataset(torch.utils.data.Dataset):
         return [out[i] for i in idx]
 
     def _read_batch(self, idx: list[int]):
-        """The events at dataset indices ``idx`` in that order, for `transforms.prepare_batch`: one h5py read
-        of the listed rows per file and table (a point selection, in batch order) and one `check_chunk` of the
-        whole batch. Returns (events, packed tables), or None when the batch must take the per-event path: a
-        read or a check failed (the per-event path reports or skips the event), or files of two versions."""
-        from h5py import h5s
-
+        """The events at dataset indices ``idx`` in that order, for `transforms.prepare_batch`: the batch's
+        elements of each table read straight into one array per table (`vlen.read_flat`; where a file's layout
+        does not allow it, one h5py read of the listed rows per file and table) and one `checks.check_flat` of
+        the whole batch. Returns (events, packed tables), or None when the batch must take the per-event path:
+        a read or a check failed (the per-event path reports or skips the event), or files of two versions."""
         fids, rows = self.file_ids[idx], self.rows[idx]
-        tables = {name: np.empty(len(idx), object) for name in ("point", "cluster", "cluster_extra")}
-        versions = set()
         try:
-            for k in np.unique(fids).tolist():
-                at = np.flatnonzero(fids == k)
-                h, ver = self._file(k)
-                versions.add(ver)
-                names = ("point", "cluster") + (("cluster_extra",) if ver == 2 and self.read_extra else ())
-                mspace = h5s.create_simple((len(at),))
-                for name in names:
-                    dsid, mtype, space = h["_lowlevel"][name]
-                    space.select_elements(rows[at].astype(np.uint64).reshape(-1, 1))
-                    out = np.empty(len(at), object)
-                    dsid.read(mspace, space, out, mtype)
-                    tables[name][at] = out
+            handles = {k: self._file(k) for k in np.unique(fids).tolist()}
+            versions = {ver for _, ver in handles.values()}
             if len(versions) != 1:
                 return None
             (ver,) = versions
-            extra = tables["cluster_extra"] if ver == 2 and self.read_extra else None
-            pts, cls, exs, packed = pilarnet.check_chunk(tables["point"], tables["cluster"], extra, ver, packed=True)
+            names = ("point", "cluster") + (("cluster_extra",) if ver == 2 and self.read_extra else ())
+            tables = self._read_raw(handles, fids, rows, names) or self._read_h5py(handles, fids, rows, names)
+            flat, lengths = zip(*(tables.get(name, (None, None)) for name in ("point", "cluster", "cluster_extra")))
+            pts, cls, exs, packed = check_flat(flat, lengths, ver, packed=True)
         except (DataError, OSError, RuntimeError, ValueError, TypeError, KeyError):
             return None
         events = [Event(pts[m], cls[m], None if exs is None else exs[m], source=(str(self.files[k]), int(r)))
                   for m, (k, r) in enumerate(zip(fids.tolist(), rows.tolist()))]
         return events, packed
+
+    def _read_raw(self, handles, fids, rows, names) -> dict | None:
+        """{table: (the batch's elements concatenated, elements per event)} read by `vlen.read_flat`, or None
+        when a file is not laid out for it (a file whose bytes disagree with its records once is read with
+        h5py from then on, and so are the other files of that batch)."""
+        readers = {k: h["_raw"] for k, (h, _) in handles.items()}
+        if any(r is None for r in readers.values()):
+            return None
+        try:
+            return {name: read_flat(readers, fids, rows, name) for name in names}
+        except VlenLayoutError as exc:
+            log.warning("reading with h5py from now on: %s", exc)
+            for h, _ in handles.values():
+                h["_raw"] = None
+            return None
+
+    @staticmethod
+    def _read_h5py(handles, fids, rows, names) -> dict:
+        """{table: (the batch's elements concatenated, elements per event)}: one h5py read of the listed rows
+        per file and table (a point selection, in batch order)."""
+        from h5py import h5s
+
+        out = {}
+        for name in names:
+            table = np.empty(len(rows), object)
+            for k, (h, _) in handles.items():
+                at = np.flatnonzero(fids == k)
+                dsid, mtype, space = h["_lowlevel"][name]
+                space.select_elements(rows[at].astype(np.uint64).reshape(-1, 1))
+                part = np.empty(len(at), object)
+                dsid.read(h5s.create_simple((len(at),)), space, part, mtype)
+                table[at] = part
+            out[name] = (np.concatenate(list(table)), np.fromiter(map(len, table), np.int64, len(table)))
+        return out
 
     def _item(self, i: int, epoch: int, event: Event | None = None, skipped: int = 0) -> dict:
         n = len(self)
