@@ -182,6 +182,8 @@ class Demo:
                 "--seed", int(self.cfg.get("seed", 0)), *_sets(pc.get("set"))]
         if pc.get("config"):
             argv += ["--config", pc["config"]]
+        if pc.get("head"):
+            argv += ["--head", pc["head"]]
         if mode != "scratch":
             argv += ["--weights", self.backbone]
         if self.quiet:
@@ -196,7 +198,7 @@ class Demo:
         model = load_task_model(run / "weights", "panoptic")
         m = evaluate_model(model, self._dataset("test", model.energy_threshold), 4,
                            self.cfg.get("eval", {}).get("max_test_events"))
-        row = {"level": level, "mode": mode, "label_fraction": frac, "pretrained": mode != "scratch",
+        row = {"level": level, "mode": mode, "head": model.head, "label_fraction": frac, "pretrained": mode != "scratch",
                "run": str(run.relative_to(self.out)), "train_s": train_s, "eval_s": time.perf_counter() - t0,
                "labelled_events": summary["run"].get("labelled_events"), "steps": summary["fit"]["step"],
                "best_step": (summary["fit"].get("best") or {}).get("step")}

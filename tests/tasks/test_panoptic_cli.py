@@ -90,7 +90,7 @@ def test_decoder_mode_cpu_preset_caches_frozen_features(tmp_path, fixture_pilarn
 
 
 @pytest.mark.parametrize("level", ["particle", "interaction"])
-def test_graph_head_train_evaluate_predict(tmp_path, fixture_pilarnet_event, level):
+def test_graph_head_train_evaluate_predict(tmp_path, fixture_pilarnet_event, level, capsys):
     """``--head graph``: its preset (configs/panoptic/graph.yaml) trains, the weights carry the head, and
     evaluate / predict rebuild it from the weights alone."""
     from larpanda.data.pilarnet import write_events
@@ -110,6 +110,14 @@ def test_graph_head_train_evaluate_predict(tmp_path, fixture_pilarnet_event, lev
     assert main(["evaluate", "--weights", str(run), "--data", str(data), "--out", str(out), "--quiet"]) == 0
     m = json.loads(out.read_text())
     assert m["level"] == level and 0.0 <= m["ari"] <= 1.0 and m["num_events"] == 1.0
+    assert m["postprocess"] == {"edge_threshold": 0.5, "fragment_threshold": 0.5, "interaction_threshold": 0.5}
+    # the graph head's thresholds are its --post settings; the mask head's are refused for it
+    assert main(["evaluate", "--weights", str(run), "--data", str(data), "--out", str(out), "--quiet",
+                 "--post", "edge_threshold=0.2"]) == 0
+    assert json.loads(out.read_text())["postprocess"]["edge_threshold"] == 0.2
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--weights", str(run), "--data", str(data), "--quiet", "--post", "conf_threshold=0.3"])
+    assert exc.value.code == 2 and "conf_threshold" in capsys.readouterr().err
     pred = tmp_path / "pred.h5"
     assert main(["predict", "--weights", str(run), "--data", str(data), "--out", str(pred), "--quiet"]) == 0
     with h5py.File(pred, "r") as f:

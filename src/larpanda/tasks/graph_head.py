@@ -29,9 +29,10 @@ from torch import nn
 from ..constants import LED_CLASS
 from ..data.transforms import SCALE
 from ..nn.graph import connected_components, radius_graph, segment_max, segment_mean, segment_sum
+from .postprocess_settings import GRAPH_KEYS
 
 DEFAULTS = dict(radius=1.8, hidden=64, layers=3, knn=8, samples=16, edge_threshold=0.5, fragment_threshold=0.5,
-                interaction_threshold=0.5)
+                interaction_threshold=0.5, predicted_cuts=True)
 NUM_MOTIF, NUM_PID = 5, 5
 GEOMETRY = 1 + 3 + 6 + 3 + 1  # `cluster_geometry`: log size, centroid, axis⊗axis, spread, energy
 NODE_GEOMETRY = NUM_MOTIF + GEOMETRY  # + mean motif probabilities
@@ -162,8 +163,9 @@ class GraphHead(nn.Module):
 
     def __init__(self, in_channels: int, level: str = "particle", radius: float = 1.8, hidden: int = 64,
                  layers: int = 3, knn: int = 8, samples: int = 16, edge_threshold: float = 0.5,
-                 fragment_threshold: float = 0.5, interaction_threshold: float = 0.5):
+                 fragment_threshold: float = 0.5, interaction_threshold: float = 0.5, predicted_cuts: bool = True):
         super().__init__()
+        self.predicted_cuts = bool(predicted_cuts)
         self.level, self.radius, self.knn, self.samples = level, float(radius), int(knn), int(samples)
         self.thresholds = (float(edge_threshold), float(fragment_threshold), float(interaction_threshold))
         self.point = nn.Sequential(nn.LayerNorm(in_channels + 1), _mlp(in_channels + 1, hidden, hidden))
@@ -179,6 +181,34 @@ class GraphHead(nn.Module):
         cb = torch.zeros(num, dtype=torch.long, device=pos.device).scatter_(0, seg, batch)
         edges, efeat = cluster_graph(pos, seg, num, cb, axis, cen, self.knn, self.samples)
         return geo, edges, efeat
+
+    THRESHOLDS = GRAPH_KEYS
+
+    def set_thresholds(self, **values) -> dict:
+        """Update the score thresholds of the three stages (each in (0, 1)); returns all three."""
+        from ..errors import UserError
+
+        cur = dict(zip(self.THRESHOLDS, self.thresholds))
+        for k, v in values.items():
+            if k not in cur:
+                raise UserError(f"graph head: unknown setting {k!r} (choose from {', '.join(self.THRESHOLDS)})")
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                raise UserError(f"graph head: {k}={v!r} is not a number") from None
+            if not 0.0 < v < 1.0:
+                raise UserError(f"graph head: {k}={v} must be in (0, 1)")
+            cur[k] = v
+        self.thresholds = tuple(cur[k] for k in self.THRESHOLDS)
+        return cur
+
+    def _training_keep(self, target, logits, stage: int):
+        """Edges joining a training partition: the true ones, also cut where the head's own score is below
+        its threshold with ``predicted_cuts`` (the next stage then learns to repair the over-segmentation
+        it meets at inference; parts of different particles are never joined)."""
+        if not self.predicted_cuts:
+            return target
+        return target & (torch.sigmoid(logits.detach()) > self.thresholds[stage])
 
     def forward(self, feat, point, truth: dict | None = None) -> dict:
         """``feat`` (N, C) backbone features of a collated ``point`` batch (``coord``, ``feat``, ``offset``).
@@ -208,7 +238,7 @@ class GraphHead(nn.Module):
         if truth is not None:
             part_pt = truth["instance_particle"][idx]
             out["voxel_target"] = part_pt[i] == part_pt[j]
-            keep = out["voxel_target"]
+            keep = self._training_keep(out["voxel_target"], out["voxel_logits"], 0)
         else:
             keep = torch.sigmoid(out["voxel_logits"]) > self.thresholds[0]
         frag = connected_components(len(idx), edges[:, keep])
@@ -216,13 +246,13 @@ class GraphHead(nn.Module):
         geo, fedges, fefeat = self._clusters(pp, energy[idx], frag, nf, pb)
         fnode = torch.cat([segment_mean(hp, frag, nf), segment_max(hp, frag, nf), segment_mean(prob[idx], frag, nf), geo], 1)
         xf, out["fragment_logits"], out["pid_logits"] = self.fragment(fnode, fefeat, fedges)
-        out["fragment_size"] = torch.bincount(frag, minlength=nf)
+        out["fragment_size"], out["fragment_of_thing"] = torch.bincount(frag, minlength=nf), frag
         if truth is not None:
             first = torch.zeros(nf, dtype=torch.long, device=feat.device).scatter_(0, frag, torch.arange(len(frag), device=feat.device))
             fpart = part_pt[first]
             out["fragment_target"] = fpart[fedges[0]] == fpart[fedges[1]]
             out["pid_target"] = truth["segment_pid"][idx][first]
-            fkeep = out["fragment_target"]
+            fkeep = self._training_keep(out["fragment_target"], out["fragment_logits"], 1)
         else:
             fkeep = torch.sigmoid(out["fragment_logits"]) > self.thresholds[1]
         part_of_frag = connected_components(nf, fedges[:, fkeep])

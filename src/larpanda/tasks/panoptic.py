@@ -163,7 +163,8 @@ class PanopticModel(nn.Module):
                 "energy_threshold": self.energy_threshold, "num_classes": self.num_classes,
                 "stuff_classes": list(self.stuff_classes), "class_names": LEVELS[self.level]["class_names"]} | (
                     {"exact_backbone": True} if self.exact_backbone else {}) | (
-                    {"head": "graph", "graph": dict(self.graph_kwargs)} if self.head == "graph" else {})
+                    {"head": "graph", "graph": self.graph_kwargs | dict(zip(self.decoder.THRESHOLDS, self.decoder.thresholds))}
+                    if self.head == "graph" else {})
 
     @property
     def background_class(self) -> int:
@@ -240,7 +241,10 @@ class PanopticModel(nn.Module):
     # --- inference --------------------------------------------------------------------------------
     def set_postprocess(self, **values) -> dict:
         """Update the post-processing settings (``post_cfg``, checked by `postprocess.settings`) used by
-        `predict`, `infer` and evaluation; returns them."""
+        `predict`, `infer` and evaluation; returns them. The graph head's settings are its three score
+        thresholds (``edge_threshold``, ``fragment_threshold``, ``interaction_threshold``)."""
+        if self.head == "graph":
+            return self.decoder.set_thresholds(**values)
         self.post_cfg = post_settings(values, base=self.post_cfg)
         return self.post_cfg
 
@@ -489,11 +493,11 @@ def run_evaluate(args, model) -> dict:
     post = parse_overrides(args.post)
     model = model.to(args.device)
     ds = evaluation_dataset(args, model)
-    model.set_postprocess(**post)
+    post_used = model.set_postprocess(**post)
     metrics = evaluate_model(model, ds, args.batch_size, args.max_events, device=args.device, exclude_led=args.exclude_led)
     metrics["weights"] = str(args.weights)
     metrics["exclude_led"] = bool(args.exclude_led)
-    metrics["postprocess"] = dict(model.post_cfg)
+    metrics["postprocess"] = dict(post_used)
     if not args.quiet or not args.out:
         print(json.dumps({k: v for k, v in metrics.items() if k != "pid_confusion"}, indent=1))
     if args.out:

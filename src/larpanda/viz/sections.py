@@ -117,7 +117,8 @@ def headline_section(results: dict) -> Section | None:
         if p.get("level") == "particle":
             cards.append(
                 f'<div class="card"><div class="big">{_num(p.get("ari"))}</div><div>particle '
-                f"clustering ARI; detection F1 {_num(p.get('f1'))}</div></div>"
+                f"clustering ARI; detection F1 {_num(p.get('f1'))}"
+                + (f" ({html.escape(str(p['head']))} head)" if p.get("head") else "") + "</div></div>"
             )
             break
     wall = results.get("wall_s")
@@ -241,6 +242,8 @@ def panoptic_section(rows) -> Section | None:
         desc = html.escape(str(r.get("level", "?")))
         if r.get("mode"):
             desc += f' <span class="muted small">{html.escape(str(r["mode"]))}'
+            if r.get("head"):
+                desc += f", {html.escape(str(r['head']))} head"
             if r.get("label_fraction") is not None:
                 desc += f", {_frac_label(r['label_fraction'])} labels"
             desc += "</span>"
