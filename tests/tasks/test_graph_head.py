@@ -95,6 +95,13 @@ def test_hand_scored_head_separates_touching_tracks_and_bridges_the_gap():
     assert (inst >= 0).all()
     np.testing.assert_array_equal(_partition(inst), _partition(label))
     assert (pp["cls"][0].numpy() == MUON).all()
+    # min_points: instances smaller than it become stuff (−1, background class); the others are renumbered
+    head = _hand_head()
+    assert head.set_post(min_points=21)["min_points"] == 21
+    pp = head.postprocess(head(feat, point), background_class=5)
+    inst, cls = pp["instance"][0].numpy(), pp["cls"][0].numpy()
+    np.testing.assert_array_equal(inst, np.where(label == 1, -1, np.where(label == 0, 0, 1)))  # B has 20 voxels
+    assert (cls[label == 1] == 5).all() and (cls[label != 1] == MUON).all()
     # without the fragment stage the gapped track C stays in two pieces: the gap is bridged by stage 2
     out = _hand_head(join_fragments=False)(feat, point)
     assert len(np.unique(out["particle_of_thing"].numpy())) == 4

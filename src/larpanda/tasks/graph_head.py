@@ -32,7 +32,7 @@ from ..nn.graph import connected_components, radius_graph, segment_max, segment_
 from .postprocess_settings import GRAPH_KEYS
 
 DEFAULTS = dict(radius=1.8, hidden=64, layers=3, knn=8, samples=16, edge_threshold=0.5, fragment_threshold=0.5,
-                interaction_threshold=0.5, predicted_cuts=True)
+                interaction_threshold=0.5, min_points=1, predicted_cuts=True)
 NUM_MOTIF, NUM_PID = 5, 5
 GEOMETRY = 1 + 3 + 6 + 3 + 1  # `cluster_geometry`: log size, centroid, axis⊗axis, spread, energy
 NODE_GEOMETRY = NUM_MOTIF + GEOMETRY  # + mean motif probabilities
@@ -163,11 +163,14 @@ class GraphHead(nn.Module):
 
     def __init__(self, in_channels: int, level: str = "particle", radius: float = 1.8, hidden: int = 64,
                  layers: int = 3, knn: int = 8, samples: int = 16, edge_threshold: float = 0.5,
-                 fragment_threshold: float = 0.5, interaction_threshold: float = 0.5, predicted_cuts: bool = True):
+                 fragment_threshold: float = 0.5, interaction_threshold: float = 0.5, min_points: int = 1,
+                 predicted_cuts: bool = True):
         super().__init__()
         self.predicted_cuts = bool(predicted_cuts)
+        self.post = {}
+        self.set_post(edge_threshold=edge_threshold, fragment_threshold=fragment_threshold,
+                      interaction_threshold=interaction_threshold, min_points=min_points)
         self.level, self.radius, self.knn, self.samples = level, float(radius), int(knn), int(samples)
-        self.thresholds = (float(edge_threshold), float(fragment_threshold), float(interaction_threshold))
         self.point = nn.Sequential(nn.LayerNorm(in_channels + 1), _mlp(in_channels + 1, hidden, hidden))
         self.motif = nn.Linear(hidden, NUM_MOTIF)
         self.voxel_edge = _mlp(2 * hidden + 2, hidden, 1)
@@ -182,25 +185,25 @@ class GraphHead(nn.Module):
         edges, efeat = cluster_graph(pos, seg, num, cb, axis, cen, self.knn, self.samples)
         return geo, edges, efeat
 
-    THRESHOLDS = GRAPH_KEYS
-
-    def set_thresholds(self, **values) -> dict:
-        """Update the score thresholds of the three stages (each in (0, 1)); returns all three."""
+    def set_post(self, **values) -> dict:
+        """Update the inference settings (`postprocess_settings.GRAPH_KEYS`): the score thresholds of the
+        three stages (each in (0, 1)) and ``min_points``, the smallest instance kept (smaller ones become
+        stuff, −1). Returns all of them."""
         from ..errors import UserError
 
-        cur = dict(zip(self.THRESHOLDS, self.thresholds))
+        cur = dict(self.post)
         for k, v in values.items():
-            if k not in cur:
-                raise UserError(f"graph head: unknown setting {k!r} (choose from {', '.join(self.THRESHOLDS)})")
+            if k not in GRAPH_KEYS:
+                raise UserError(f"graph head: unknown setting {k!r} (choose from {', '.join(GRAPH_KEYS)})")
             try:
-                v = float(v)
+                v = int(v) if k == "min_points" else float(v)
             except (TypeError, ValueError):
                 raise UserError(f"graph head: {k}={v!r} is not a number") from None
-            if not 0.0 < v < 1.0:
-                raise UserError(f"graph head: {k}={v} must be in (0, 1)")
+            if (k == "min_points" and v < 1) or (k != "min_points" and not 0.0 < v < 1.0):
+                raise UserError(f"graph head: {k}={v} must be " + ("≥ 1" if k == "min_points" else "in (0, 1)"))
             cur[k] = v
-        self.thresholds = tuple(cur[k] for k in self.THRESHOLDS)
-        return cur
+        self.post = cur
+        return dict(cur)
 
     def _training_keep(self, target, logits, stage: int):
         """Edges joining a training partition: the true ones, also cut where the head's own score is below
@@ -208,7 +211,7 @@ class GraphHead(nn.Module):
         it meets at inference; parts of different particles are never joined)."""
         if not self.predicted_cuts:
             return target
-        return target & (torch.sigmoid(logits.detach()) > self.thresholds[stage])
+        return target & (torch.sigmoid(logits.detach()) > self.post[GRAPH_KEYS[stage]])
 
     def forward(self, feat, point, truth: dict | None = None) -> dict:
         """``feat`` (N, C) backbone features of a collated ``point`` batch (``coord``, ``feat``, ``offset``).
@@ -240,7 +243,7 @@ class GraphHead(nn.Module):
             out["voxel_target"] = part_pt[i] == part_pt[j]
             keep = self._training_keep(out["voxel_target"], out["voxel_logits"], 0)
         else:
-            keep = torch.sigmoid(out["voxel_logits"]) > self.thresholds[0]
+            keep = torch.sigmoid(out["voxel_logits"]) > self.post["edge_threshold"]
         frag = connected_components(len(idx), edges[:, keep])
         nf = int(frag.max()) + 1 if len(frag) else 0
         geo, fedges, fefeat = self._clusters(pp, energy[idx], frag, nf, pb)
@@ -254,7 +257,7 @@ class GraphHead(nn.Module):
             out["pid_target"] = truth["segment_pid"][idx][first]
             fkeep = self._training_keep(out["fragment_target"], out["fragment_logits"], 1)
         else:
-            fkeep = torch.sigmoid(out["fragment_logits"]) > self.thresholds[1]
+            fkeep = torch.sigmoid(out["fragment_logits"]) > self.post["fragment_threshold"]
         part_of_frag = connected_components(nf, fedges[:, fkeep])
         npart = int(part_of_frag.max()) + 1 if nf else 0
         w = torch.log1p(out["fragment_size"].float())[:, None]
@@ -272,7 +275,7 @@ class GraphHead(nn.Module):
                 out["interaction_target"] = pint[pedges[0]] == pint[pedges[1]]
                 ikeep = out["interaction_target"]
             else:
-                ikeep = torch.sigmoid(out["interaction_logits"]) > self.thresholds[2]
+                ikeep = torch.sigmoid(out["interaction_logits"]) > self.post["interaction_threshold"]
             out["interaction_of_thing"] = connected_components(npart, pedges[:, ikeep])[part]
         return out
 
@@ -314,6 +317,10 @@ class GraphHead(nn.Module):
         else:
             ids = out["interaction_of_thing"]
             cls_flat[idx] = 1
+        if self.post["min_points"] > 1 and len(idx):  # instances below min_points become stuff
+            small = torch.bincount(ids)[ids] < self.post["min_points"]
+            cls_flat[idx[small]] = background_class
+            idx, ids = idx[~small], torch.unique(ids[~small], return_inverse=True)[1]
         if len(idx):  # renumber 0.. within each event (global ids are ordered by event)
             first = torch.full((B,), n, dtype=torch.long, device=dev).scatter_reduce(0, batch[idx], ids, reduce="amin")
             inst_flat[idx] = ids - first[batch[idx]]

@@ -163,7 +163,7 @@ class PanopticModel(nn.Module):
                 "energy_threshold": self.energy_threshold, "num_classes": self.num_classes,
                 "stuff_classes": list(self.stuff_classes), "class_names": LEVELS[self.level]["class_names"]} | (
                     {"exact_backbone": True} if self.exact_backbone else {}) | (
-                    {"head": "graph", "graph": self.graph_kwargs | dict(zip(self.decoder.THRESHOLDS, self.decoder.thresholds))}
+                    {"head": "graph", "graph": self.graph_kwargs | self.decoder.post}
                     if self.head == "graph" else {})
 
     @property
@@ -241,10 +241,10 @@ class PanopticModel(nn.Module):
     # --- inference --------------------------------------------------------------------------------
     def set_postprocess(self, **values) -> dict:
         """Update the post-processing settings (``post_cfg``, checked by `postprocess.settings`) used by
-        `predict`, `infer` and evaluation; returns them. The graph head's settings are its three score
-        thresholds (``edge_threshold``, ``fragment_threshold``, ``interaction_threshold``)."""
+        `predict`, `infer` and evaluation; returns them. The graph head has its own (`GraphHead.set_post`:
+        ``edge_threshold``, ``fragment_threshold``, ``interaction_threshold``, ``min_points``)."""
         if self.head == "graph":
-            return self.decoder.set_thresholds(**values)
+            return self.decoder.set_post(**values)
         self.post_cfg = post_settings(values, base=self.post_cfg)
         return self.post_cfg
 
