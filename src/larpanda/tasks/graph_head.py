@@ -32,7 +32,7 @@ from ..nn.graph import connected_components, radius_graph, segment_max, segment_
 from .postprocess_settings import GRAPH_KEYS
 
 DEFAULTS = dict(radius=1.8, hidden=64, layers=3, knn=8, samples=16, edge_threshold=0.5, fragment_threshold=0.5,
-                interaction_threshold=0.5, min_points=1, predicted_cuts=True)
+                interaction_threshold=0.5, min_points=3, predicted_cuts=True)
 NUM_MOTIF, NUM_PID = 5, 5
 GEOMETRY = 1 + 3 + 6 + 3 + 1  # `cluster_geometry`: log size, centroid, axis⊗axis, spread, energy
 NODE_GEOMETRY = NUM_MOTIF + GEOMETRY  # + mean motif probabilities
@@ -163,7 +163,7 @@ class GraphHead(nn.Module):
 
     def __init__(self, in_channels: int, level: str = "particle", radius: float = 1.8, hidden: int = 64,
                  layers: int = 3, knn: int = 8, samples: int = 16, edge_threshold: float = 0.5,
-                 fragment_threshold: float = 0.5, interaction_threshold: float = 0.5, min_points: int = 1,
+                 fragment_threshold: float = 0.5, interaction_threshold: float = 0.5, min_points: int = 3,
                  predicted_cuts: bool = True):
         super().__init__()
         self.predicted_cuts = bool(predicted_cuts)
