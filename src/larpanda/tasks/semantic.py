@@ -22,14 +22,11 @@ them in train mode (docs/model.md §3.1).
 from __future__ import annotations
 
 import json
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..constants import ENERGY_THRESHOLD_MEV, LED_CLASS, NUM_SEMANTIC_CLASSES, SEMANTIC_CLASSES
 from ..errors import UserError
