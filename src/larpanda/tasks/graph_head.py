@@ -12,10 +12,11 @@ clustering, in the spirit of SPINE's GraphSPICE + GrapPA chain, trainable on a C
 3. Particles (interaction level only): the same network over particles predicts which share an
    interaction.
 
-Training uses the true partitions at every stage (the true fragments are the components of the true
-"same particle" voxel edges; GrapPA trains on true fragments too), with class-balanced binary
-cross-entropy for every edge decision, cross-entropy for motif and PID. Inference thresholds the
-predicted scores at each stage.
+Training runs every stage on the true partitions (the true fragments are the components of the true
+"same particle" voxel edges; GrapPA trains on true fragments too), by default also cut where the head's own
+scores cut (``predicted_cuts``), with class-balanced binary cross-entropy for every edge decision,
+cross-entropy for motif and PID. Inference thresholds the predicted scores at each stage and turns
+instances below ``min_points`` into stuff.
 
 Shapes: N points of a batch, E voxel edges, F fragments, P particles; H = ``hidden``.
 """
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..constants import LED_CLASS
+from ..errors import UserError
 from ..data.transforms import SCALE
 from ..nn.graph import connected_components, radius_graph, segment_max, segment_mean, segment_sum
 from .postprocess_settings import GRAPH_KEYS
@@ -147,6 +149,12 @@ def cluster_graph(pos, seg, num, cluster_batch, axis, cen, knn: int, samples: in
     return torch.stack([i, j]), feat
 
 
+def _member_row(seg, num: int) -> torch.Tensor:
+    """(num,) the row of one member of each segment of ``seg`` (N,) (segments here are label-pure, so any
+    member stands for its segment)."""
+    return torch.zeros(num, dtype=torch.long, device=seg.device).scatter_(0, seg, torch.arange(len(seg), device=seg.device))
+
+
 def balanced_bce(logit, target):
     """Binary cross-entropy with positives and negatives weighted equally (each class's mean, averaged
     over the classes present)."""
@@ -189,8 +197,6 @@ class GraphHead(nn.Module):
         """Update the inference settings (`postprocess_settings.GRAPH_KEYS`): the score thresholds of the
         three stages (each in (0, 1)) and ``min_points``, the smallest instance kept (smaller ones become
         stuff, −1). Returns all of them."""
-        from ..errors import UserError
-
         cur = dict(self.post)
         for k, v in values.items():
             if k not in GRAPH_KEYS:
@@ -205,19 +211,21 @@ class GraphHead(nn.Module):
         self.post = cur
         return dict(cur)
 
-    def _training_keep(self, target, logits, stage: int):
-        """Edges joining a training partition: the true ones, also cut where the head's own score is below
-        its threshold with ``predicted_cuts`` (the next stage then learns to repair the over-segmentation
-        it meets at inference; parts of different particles are never joined)."""
-        if not self.predicted_cuts:
-            return target
-        return target & (torch.sigmoid(logits.detach()) > self.post[GRAPH_KEYS[stage]])
+    def _keep(self, logits, target, stage: int):
+        """Edges kept at ``stage`` (0 voxels, 1 fragments, 2 particles): at inference (``target`` None) those
+        scored above the stage's threshold; in training the true ones, also cut where the head's own score
+        is below its threshold with ``predicted_cuts`` (the next stage then learns to repair the
+        over-segmentation it meets at inference; parts of different particles are never joined)."""
+        scored = torch.sigmoid(logits.detach()) > self.post[GRAPH_KEYS[stage]]
+        if target is None:
+            return scored
+        return target & scored if self.predicted_cuts else target
 
     def forward(self, feat, point, truth: dict | None = None) -> dict:
         """``feat`` (N, C) backbone features of a collated ``point`` batch (``coord``, ``feat``, ``offset``).
         ``truth`` (training): the batch's ``instance_particle``, ``instance_interaction`` (N,) ids (−1 LED)
-        and ``segment_motif``/``segment_pid``; every stage then runs on the true partitions and the
-        outputs carry the targets for `loss`. Without ``truth`` each stage's thresholded predictions are
+        and ``segment_motif``/``segment_pid``; every stage then runs on the true partitions (cut as
+        `_keep` says) and the outputs carry the targets for `loss`. Without ``truth`` each stage's thresholded predictions are
         used, and the outputs carry per-point ``particle``/``interaction`` ids (−1 stuff)."""
         offset = torch.as_tensor(point["offset"], device=feat.device).long()
         counts = torch.diff(offset, prepend=offset.new_zeros(1))
@@ -241,24 +249,18 @@ class GraphHead(nn.Module):
         if truth is not None:
             part_pt = truth["instance_particle"][idx]
             out["voxel_target"] = part_pt[i] == part_pt[j]
-            keep = self._training_keep(out["voxel_target"], out["voxel_logits"], 0)
-        else:
-            keep = torch.sigmoid(out["voxel_logits"]) > self.post["edge_threshold"]
-        frag = connected_components(len(idx), edges[:, keep])
+        frag = connected_components(len(idx), edges[:, self._keep(out["voxel_logits"], out.get("voxel_target"), 0)])
         nf = int(frag.max()) + 1 if len(frag) else 0
         geo, fedges, fefeat = self._clusters(pp, energy[idx], frag, nf, pb)
         fnode = torch.cat([segment_mean(hp, frag, nf), segment_max(hp, frag, nf), segment_mean(prob[idx], frag, nf), geo], 1)
         xf, out["fragment_logits"], out["pid_logits"] = self.fragment(fnode, fefeat, fedges)
         out["fragment_size"], out["fragment_of_thing"] = torch.bincount(frag, minlength=nf), frag
         if truth is not None:
-            first = torch.zeros(nf, dtype=torch.long, device=feat.device).scatter_(0, frag, torch.arange(len(frag), device=feat.device))
+            first = _member_row(frag, nf)
             fpart = part_pt[first]
             out["fragment_target"] = fpart[fedges[0]] == fpart[fedges[1]]
             out["pid_target"] = truth["segment_pid"][idx][first]
-            fkeep = self._training_keep(out["fragment_target"], out["fragment_logits"], 1)
-        else:
-            fkeep = torch.sigmoid(out["fragment_logits"]) > self.post["fragment_threshold"]
-        part_of_frag = connected_components(nf, fedges[:, fkeep])
+        part_of_frag = connected_components(nf, fedges[:, self._keep(out["fragment_logits"], out.get("fragment_target"), 1)])
         npart = int(part_of_frag.max()) + 1 if nf else 0
         w = torch.log1p(out["fragment_size"].float())[:, None]
         pid_prob = segment_sum(out["pid_logits"].softmax(1) * w, part_of_frag, npart)
@@ -270,12 +272,9 @@ class GraphHead(nn.Module):
             pnode = torch.cat([segment_mean(xf, part_of_frag, npart), pid_prob, segment_mean(prob[idx], part, npart), geo_p], 1)
             _, out["interaction_logits"], _ = self.particle(pnode, pefeat, pedges)
             if truth is not None:
-                firstp = torch.zeros(npart, dtype=torch.long, device=feat.device).scatter_(0, part, torch.arange(len(part), device=feat.device))
-                pint = truth["instance_interaction"][idx][firstp]
+                pint = truth["instance_interaction"][idx][_member_row(part, npart)]
                 out["interaction_target"] = pint[pedges[0]] == pint[pedges[1]]
-                ikeep = out["interaction_target"]
-            else:
-                ikeep = torch.sigmoid(out["interaction_logits"]) > self.post["interaction_threshold"]
+            ikeep = self._keep(out["interaction_logits"], out.get("interaction_target"), 2)
             out["interaction_of_thing"] = connected_components(npart, pedges[:, ikeep])[part]
         return out
 
