@@ -70,6 +70,9 @@ def test_train_evaluate_predict_cli(toy_dir, tmp_path):
                  "--out", str(run), "--quiet", *sets]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["run"]["labelled_events"] == 2 and "mIoU" in summary["val"]
+    # the decision offsets fitted on the val split are saved with the weights
+    bias = summary["calibration"]["logit_bias"]
+    assert len(bias) == 5 and json.loads((run / "weights" / "config.json").read_text())["logit_bias"] == bias
     assert (run / "metrics.jsonl").exists() and (run / "checkpoints" / "last.pt").exists()
     metrics_path = tmp_path / "m.json"
     assert main(["evaluate", "--weights", str(run), "--data", str(toy_dir / "toy_test.h5"),

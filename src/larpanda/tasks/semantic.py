@@ -87,6 +87,8 @@ class SemanticModel(nn.Module):
         energy_threshold: the cut used by `predict`/`embed` (0.13 MeV, docs/design.md §6.1).
         mlp_head: the official Segmenter's ``mlp_head=True`` head, Linear(C, C/2), ReLU, Dropout(0.3),
             Linear(C/2, K) (keys ``seg_head.0``, ``seg_head.3``), instead of Linear(C, K).
+        logit_bias: optional (5,) per-class offsets added to the logits in eval mode, fitted on the
+            validation split after training (`fit_logit_bias`); None for official weights.
         exact_backbone: use the ``backbone`` kwargs as given (official defaults for omitted keys; an official
             checkpoint's own mask token, layer scale and decoder), instead of the mode's training layout
             (`backbone_kwargs_for_mode`); its ``enc_mode`` must agree with ``mode`` (linear ↔ True).
@@ -94,8 +96,12 @@ class SemanticModel(nn.Module):
 
     def __init__(self, mode: str, backbone: dict | None = None, uresnet: dict | None = None,
                  num_classes: int = NUM_SEMANTIC_CLASSES, class_weights=None, lovasz_weight: float = 0.05,
-                 energy_threshold: float = ENERGY_THRESHOLD_MEV, mlp_head: bool = False, exact_backbone: bool = False):
+                 energy_threshold: float = ENERGY_THRESHOLD_MEV, mlp_head: bool = False, exact_backbone: bool = False,
+                 logit_bias=None):
         super().__init__()
+        self.logit_bias = None if logit_bias is None else [float(x) for x in logit_bias]
+        if self.logit_bias is not None and len(self.logit_bias) != num_classes:
+            raise UserError(f"semantic model: logit_bias has {len(self.logit_bias)} values for {num_classes} classes")
         if mode not in MODES:
             raise UserError(f"semantic mode {mode!r}: choose from {', '.join(MODES)}")
         self.mode, self.num_classes = mode, num_classes
@@ -175,7 +181,8 @@ class SemanticModel(nn.Module):
             "lovasz_weight": self.lovasz_weight,
             "energy_threshold": self.energy_threshold,
             "class_names": list(SEMANTIC_CLASSES),
-        } | ({"mlp_head": True} if self.mlp_head else {}) | ({"exact_backbone": True} if self.exact_backbone else {})
+        } | ({"mlp_head": True} if self.mlp_head else {}) | ({"exact_backbone": True} if self.exact_backbone else {}) | (
+            {"logit_bias": self.logit_bias} if self.logit_bias is not None else {})
 
     # --- forward ------------------------------------------------------------------------------------
     def features(self, point) -> torch.Tensor:
@@ -195,8 +202,12 @@ class SemanticModel(nn.Module):
         return out["feat"]
 
     def forward(self, point) -> torch.Tensor:
-        """Logits (N, num_classes) (the official Segmenter's ``seg_logits``)."""
-        return self.seg_head(self.features(point))
+        """Logits (N, num_classes) (the official Segmenter's ``seg_logits``; in eval mode plus ``logit_bias``
+        when the model has one)."""
+        logits = self.seg_head(self.features(point))
+        if self.logit_bias is not None and not self.training:
+            logits = logits + logits.new_tensor(self.logit_bias)
+        return logits
 
     def training_step(self, batch, step: int):
         logits = self(batch)
@@ -289,7 +300,8 @@ def model_from_config(cfg: dict) -> SemanticModel:
         cfg.get("mode", "full"), backbone=cfg.get("backbone"), uresnet=cfg.get("uresnet"),
         num_classes=cfg.get("num_classes", NUM_SEMANTIC_CLASSES), class_weights=cfg.get("class_weights"),
         lovasz_weight=cfg.get("lovasz_weight", 0.05), energy_threshold=cfg.get("energy_threshold", ENERGY_THRESHOLD_MEV),
-        mlp_head=bool(cfg.get("mlp_head", False)), exact_backbone=bool(cfg.get("exact_backbone", False)))
+        mlp_head=bool(cfg.get("mlp_head", False)), exact_backbone=bool(cfg.get("exact_backbone", False)),
+        logit_bias=cfg.get("logit_bias"))
 
 
 # ------------------------------------------------------------------------------------------- runs
@@ -352,6 +364,54 @@ def evaluate_model(model, dataset, batch_size: int = 4, max_events=None, exclude
     return out
 
 
+def fit_logit_bias(logits: np.ndarray, labels: np.ndarray, grid=np.arange(-3.0, 3.001, 0.25), sweeps: int = 3) -> list[float]:
+    """Per-class logit offsets that maximise the pooled mIoU of ``argmax(logits + bias)`` on ``labels``.
+
+    ``logits`` (N, K) float, ``labels`` (N,) int (−1 ignored). Coordinate ascent from 0 over ``grid``, one
+    class at a time, ``sweeps`` times; a class's offset moves only on a strict gain. Why: the CE class
+    weights that make Michel and delta learnable at all (configs/semantic/cpu-long.yaml) also tilt every
+    decision towards them; the offsets move the decision boundaries back to where the validation IoU is
+    best (docs/benchmarks.md, "Semantic segmentation")."""
+    from ..metrics.semantic import confusion_matrix, metrics_from_confusion
+
+    keep = labels >= 0
+    z, y = np.asarray(logits, np.float32)[keep], np.asarray(labels)[keep]
+    k = z.shape[1]
+
+    def miou(b):
+        return metrics_from_confusion(confusion_matrix((z + b).argmax(1), y, k), class_names=list(range(k)))["mIoU"]
+
+    bias = np.zeros(k, np.float32)
+    best = miou(bias)
+    for _ in range(sweeps):
+        for c in range(k):
+            for g in grid:
+                trial = bias.copy()
+                trial[c] = g
+                score = miou(trial)
+                if score > best + 1e-12:
+                    best, bias = score, trial
+    return [round(float(b), 4) for b in bias]
+
+
+def calibrate(model: SemanticModel, dataset, batch_size: int = 4, max_events=None) -> list[float]:
+    """Fit ``model.logit_bias`` on ``dataset`` (the validation split) with `fit_logit_bias`; returns it."""
+    from .common import iterate_batches
+
+    model.logit_bias = None
+    was = model.training
+    model.eval()
+    zs, ys = [], []
+    with torch.no_grad():
+        for batch in iterate_batches(dataset, batch_size, max_events, model=model):
+            zs.append(model(batch.to(next(model.parameters()).device)).float().cpu().numpy())
+            ys.append(np.asarray(batch["segment_motif"]).reshape(-1))
+    model.train(was)
+    if zs:
+        model.logit_bias = fit_logit_bias(np.concatenate(zs), np.concatenate(ys))
+    return model.logit_bias
+
+
 def run_train(args) -> dict:
     """``larpanda train semantic``: label subset → fit → ``OUT/weights`` + ``OUT/val_metrics.json``."""
     from .runs import run_datasets, task_config, train_and_save
@@ -363,7 +423,12 @@ def run_train(args) -> dict:
     model = build_semantic_model(args.mode, cfg, args.weights)
     cfg["run"] = {"mode": args.mode, "label_fraction": float(args.label_fraction), "labelled_events": len(train_set),
                   "available_events": len(full), "weights": args.weights, "seed": seed}
-    return train_and_save(model, cfg, args, train_set, val_set, evaluate_model, ("mIoU", "macro_F1", "allAcc"))
+    before_save = None
+    if bool(cfg["train"].get("calibrate", True)):
+        def before_save(task, val):  # the decision offsets, fitted on the validation split
+            return {"logit_bias": calibrate(task, val, int(cfg.get("eval", {}).get("batch_size", 4)))}
+    return train_and_save(model, cfg, args, train_set, val_set, evaluate_model, ("mIoU", "macro_F1", "allAcc"),
+                          before_save=before_save)
 
 
 def run_evaluate(args, model) -> dict:
