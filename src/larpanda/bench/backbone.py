@@ -100,6 +100,47 @@ def simulated(points: int, seed: int = 0):
     return _prepare(v, e)
 
 
+def batched(point, copies: int):
+    """``copies`` events, each a copy of the one-event ``point``, collated as one batch (offsets per copy)."""
+    from ..data.point import Point
+
+    if copies == 1:
+        return point
+    n = point.coord.shape[0]
+    return Point(coord=point.coord.repeat(copies, 1), grid_coord=point.grid_coord.repeat(copies, 1),
+                 feat=point.feat.repeat(copies, 1), offset=torch.arange(1, copies + 1) * n)
+
+
+MATMULS = ("aten::addmm", "aten::mm")  # linear layers and sparse-conv GEMMs: the same calls in both paths
+
+
+def gemm_account(model, point) -> dict:
+    """Profile one eval forward of each path: the GFLOP and self time (s) of the GEMMs that both paths
+    run identically (``gemm_s``: the faster of the two runs) (`MATMULS`: every linear layer and every sparse-conv GEMM; attention's own matmuls
+    excluded). Their time in our path is a floor under our total at these FLOPs: no reordering of the
+    rest can take the eval time below it."""
+    from torch.profiler import profile
+
+    fn = _runner(model, point, "cpu", False)
+    out = {}
+    for tag, ref in (("ours", False), ("baseline", True)):
+        _set_reference(model, ref)
+        fn()
+        with profile(record_shapes=True) as prof:
+            fn()
+        flops = secs = 0.0
+        for r in prof.key_averages(group_by_input_shape=True):
+            if r.key in MATMULS:
+                a, b = (r.input_shapes[1], r.input_shapes[2]) if r.key == "aten::addmm" else r.input_shapes[:2]
+                flops += 2.0 * a[0] * a[1] * b[1] * r.count
+                secs += r.self_cpu_time_total / 1e6
+        out[f"{tag}_gemm_s"], out[f"{tag}_gemm_gflop"] = round(secs, 4), round(flops / 1e9, 6)
+    _set_reference(model, False)
+    out["gemm_s"] = min(out["ours_gemm_s"], out["baseline_gemm_s"])  # the same calls: the faster run
+    out["gemm_gflop_per_s"] = round(out["ours_gemm_gflop"] / max(out["gemm_s"], 1e-9), 1)
+    return out
+
+
 def _set_reference(model, on: bool):
     from ..nn import attention
 
@@ -158,8 +199,11 @@ def _compare(model, point, reps, device, train, baseline):
 
 
 def run(points=None, quick: bool = False, device: str = "cpu", presets=("panda-base",), train: bool = True,
-        baseline: bool = True, tiles=None, reps=None, on_row=None) -> list[dict]:
-    """One dict per (preset, input): eval time ours/baseline, ratio, max |diff|, peak memory, train time."""
+        baseline: bool = True, tiles=None, reps=None, on_row=None, batch: int = 1, gemm: bool = False) -> list[dict]:
+    """One dict per (preset, input): eval time ours/baseline, ratio, max |diff|, peak memory, train time.
+    ``batch``: each input as that many events of one batch; ``gemm`` (CPU): add `gemm_account` and
+    ``eval_floor_ratio`` = our shared-GEMM time / the baseline's eval time, the lowest eval ratio
+    reachable without fewer or faster GEMMs."""
     from ..io import build_model
 
     if device == "cpu" and "LARPANDA_BENCH_THREADS" in os.environ:
@@ -168,6 +212,8 @@ def run(points=None, quick: bool = False, device: str = "cpu", presets=("panda-b
     inputs = [(f"fixture_x{k}", tiled_fixture(k)) for k in ks]
     sims = points if points is not None else ([] if quick else [3000, 10000])
     inputs += [(f"simulated_{p}", simulated(p)) for p in sims]
+    if batch > 1:
+        inputs = [(f"{name}_batch{batch}", batched(p, batch)) for name, p in inputs]
     reps = reps if reps is not None else (1 if quick else 3)
     rows = []
     for preset in presets:
@@ -194,6 +240,10 @@ def run(points=None, quick: bool = False, device: str = "cpu", presets=("panda-b
                     row[f"{tag}_speedup_median"] = round(statistics.median(r["base"]) / statistics.median(r["ours"]), 2)
                     if not tr:
                         row["max_abs_diff"] = float((out - outb).abs().max())
+                if gemm and not tr and device == "cpu":
+                    row.update(gemm_account(model, point))
+                    if baseline:
+                        row["eval_floor_ratio"] = round(row["gemm_s"] / row["baseline_eval_s"], 3)
             model.eval()
             rows.append(row)
             if on_row is not None:
