@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from larpanda.config import load_config
 from larpanda.data.point import collate
 from larpanda.data.transforms import SCALE, prepare
 from larpanda.tasks.graph_head import GraphHead
@@ -145,7 +146,6 @@ def event(fixtures_dir):
 
 
 def _graph_model(level="particle"):
-    from larpanda.config import load_config
 
     torch.manual_seed(0)
     m = PanopticModel(load_config("tiny", "model"), level=level, mode="decoder", head="graph", graph=dict(hidden=16))
@@ -195,3 +195,39 @@ def test_training_reduces_loss_and_config_round_trips(event, one_thread):
         assert float(loss.detach()) < 0.7 * first
         again = model_from_config(m.config)
         assert again.head == "graph" and again.config == m.config
+
+
+def test_endpoint_features_tell_end_to_end_from_side_on():
+    """Two collinear pieces of one track, 3 voxels apart end to end, against a track that starts 3 voxels
+    beside the middle of another: |t| is 1 at both ends of the first pair and 0 / 1 for the second, and
+    the gap direction is along both axes for the first pair, across one of them for the second."""
+    from larpanda.tasks.graph_head import cluster_geometry, cluster_graph
+
+    a = [(x, 0, 0) for x in range(0, 11)]
+    b = [(x, 0, 0) for x in range(13, 24)]  # continues a after a 3-voxel gap
+    c = [(x, 50, 0) for x in range(0, 21)]
+    d = [(10, y, 0) for y in range(53, 64)]  # leaves the middle of c sideways, 3 voxels away
+    pos = torch.tensor(a + b + c + d, dtype=torch.float32)
+    seg = torch.repeat_interleave(torch.arange(4), torch.tensor([len(a), len(b), len(c), len(d)]))
+    _, axis, cen = cluster_geometry(pos, torch.zeros(len(pos)), seg, 4)
+    edges, feat = cluster_graph(pos, seg, 4, torch.zeros(4, dtype=torch.long), axis, cen, knn=1, samples=32,
+                                endpoints=True)
+    rows = {tuple(e): f for e, f in zip(edges.t().tolist(), feat)}
+    ab, cd = rows[(0, 1)], rows[(2, 3)]
+    assert torch.allclose(ab[0], torch.tensor(3.0).log1p()) and torch.allclose(cd[0], torch.tensor(3.0).log1p())
+    assert torch.allclose(ab[5:], torch.tensor([1.0, 1.0, 1.0, 1.0]), atol=1e-5)  # ends meet along the axes
+    assert torch.allclose(cd[5:], torch.tensor([0.0, 1.0, 0.0, 1.0]), atol=1e-5)  # middle of c, end of d, across c
+
+
+def test_saved_heads_without_endpoint_features_still_load():
+    """A graph head saved before the endpoint edge features (no ``endpoint_features`` key) is rebuilt
+    without them, so its state dict fits."""
+    from larpanda.tasks.panoptic import model_from_config
+
+    model = PanopticModel(load_config("tiny", "model"), mode="decoder", head="graph", graph={"hidden": 8, "layers": 1, "endpoint_features": False})
+    cfg = model.config
+    cfg["graph"].pop("endpoint_features")
+    again = model_from_config(cfg)
+    again.load_state_dict(model.state_dict())
+    assert again.decoder.fragment.edge_in[0].in_features == 5
+    assert PanopticModel(load_config("tiny", "model"), mode="decoder", head="graph", graph={"hidden": 8}).decoder.fragment.edge_in[0].in_features == 9

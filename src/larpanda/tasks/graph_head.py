@@ -34,11 +34,12 @@ from ..nn.graph import connected_components, radius_graph, segment_max, segment_
 from .postprocess_settings import GRAPH_KEYS
 
 DEFAULTS = dict(radius=1.8, hidden=64, layers=3, knn=8, samples=16, edge_threshold=0.5, fragment_threshold=0.5,
-                interaction_threshold=0.5, min_points=3, predicted_cuts=True)
+                interaction_threshold=0.5, min_points=3, predicted_cuts=True, endpoint_features=True)
 NUM_MOTIF, NUM_PID = 5, 5
 GEOMETRY = 1 + 3 + 6 + 3 + 1  # `cluster_geometry`: log size, centroid, axis⊗axis, spread, energy
 NODE_GEOMETRY = NUM_MOTIF + GEOMETRY  # + mean motif probabilities
 EDGE_GEOMETRY = 5
+ENDPOINT_GEOMETRY = 4  # `_endpoint_features`
 
 
 def _mlp(i: int, h: int, o: int) -> nn.Sequential:
@@ -100,17 +101,50 @@ def _sample_rows(pos, seg, num, axis, cen, samples: int):
     owner = torch.repeat_interleave(torch.arange(num, device=pos.device), k)
     j = torch.arange(int(k.sum()), device=pos.device) - torch.repeat_interleave(torch.cumsum(k, 0) - k, k)
     step = (n[owner] - 1).double() / (k[owner] - 1).clamp(min=1).double()
-    return order[start[owner] + torch.floor(j.double() * step).long()], owner
+    return order[start[owner] + torch.floor(j.double() * step).long()], owner, j
 
 
-def cluster_graph(pos, seg, num, cluster_batch, axis, cen, knn: int, samples: int, chunk: int = 2048):
+def _endpoint_features(pos, seg, num, axis, cen, rows, owner, slot, samples: int, i, j, chunk: int = 4096):
+    """(E, 4) features of cluster pairs (i, j) from their closest sampled points c_i, c_j: min and max over
+    the two ends of |t| (where c lies along the cluster's principal axis, 0 at the centroid, 1 at an end)
+    and of |a·w| (a: the cluster's axis, w: the unit vector from c_i to c_j; 0 when they touch). Two pieces
+    of one track meet end to end along their axes; a particle leaving a vertex or a delta ray leaving a
+    track meets the other one on its side or at an angle."""
+    proj = ((pos - cen[seg]) * axis[seg]).sum(1)
+    half = segment_max(proj.abs()[:, None], seg, num).squeeze(1).clamp(min=0.5)
+    pad = pos.new_zeros((num, samples, 3))
+    pad[owner, slot] = pos[rows]
+    missing = torch.ones((num, samples), dtype=torch.bool, device=pos.device)
+    missing[owner, slot] = False
+    feats = []
+    for c0 in range(0, len(i), chunk):
+        a, b = i[c0:c0 + chunk], j[c0:c0 + chunk]
+        d = torch.cdist(pad[a], pad[b]).masked_fill(missing[a][:, :, None] | missing[b][:, None, :], float("inf"))
+        best = d.flatten(1).argmin(1)
+        e = torch.arange(len(a), device=pos.device)
+        ci, cj = pad[a][e, best // samples], pad[b][e, best % samples]
+        ti = (((ci - cen[a]) * axis[a]).sum(1).abs() / half[a]).clamp(max=1)
+        tj = (((cj - cen[b]) * axis[b]).sum(1).abs() / half[b]).clamp(max=1)
+        w = cj - ci
+        norm = w.norm(dim=1, keepdim=True)
+        w = torch.where(norm > 0.5, w / norm.clamp(min=1e-6), torch.zeros_like(w))
+        fi, fj = (w * axis[a]).sum(1).abs(), (w * axis[b]).sum(1).abs()
+        feats.append(torch.stack([torch.minimum(ti, tj), torch.maximum(ti, tj), torch.minimum(fi, fj),
+                                  torch.maximum(fi, fj)], 1))
+    return torch.cat(feats) if feats else pos.new_zeros((0, ENDPOINT_GEOMETRY))
+
+
+def cluster_graph(pos, seg, num, cluster_batch, axis, cen, knn: int, samples: int, chunk: int = 2048,
+                  endpoints: bool = False):
     """k-nearest-cluster graph within each event: edges (2, E) with i < j and their (E, 5) features
     [log1p closest distance, log1p centroid distance, |a_i·a_j|, min and max of |a·u|] (a: principal axes,
-    u: unit centroid displacement). Closest distances are over ``samples`` points per cluster."""
+    u: unit centroid displacement), plus the 4 `_endpoint_features` with ``endpoints``. Closest distances
+    are over ``samples`` points per cluster."""
     src, dst, dist = [], [], []
+    width = EDGE_GEOMETRY + (ENDPOINT_GEOMETRY if endpoints else 0)
     if num < 2:
-        return torch.zeros((2, 0), dtype=torch.long, device=pos.device), torch.zeros((0, EDGE_GEOMETRY), device=pos.device)
-    rows, owner = _sample_rows(pos, seg, num, axis, cen, samples)
+        return torch.zeros((2, 0), dtype=torch.long, device=pos.device), torch.zeros((0, width), device=pos.device)
+    rows, owner, slot = _sample_rows(pos, seg, num, axis, cen, samples)
     sp = pos[rows]
     for b in torch.unique(cluster_batch).tolist():
         ids = torch.nonzero(cluster_batch == b).squeeze(1)
@@ -138,7 +172,7 @@ def cluster_graph(pos, seg, num, cluster_batch, axis, cen, knn: int, samples: in
         dst.append(j + lo)
         dist.append(closest[i, j])
     if not src:
-        return cluster_graph(pos, seg, 0, cluster_batch, axis, cen, knn, samples)
+        return cluster_graph(pos, seg, 0, cluster_batch, axis, cen, knn, samples, endpoints=endpoints)
     i, j, dmin = torch.cat(src), torch.cat(dst), torch.cat(dist)
     disp = cen[j] - cen[i]
     dc = disp.norm(dim=1)
@@ -146,6 +180,8 @@ def cluster_graph(pos, seg, num, cluster_batch, axis, cen, knn: int, samples: in
     ai, aj = (axis[i] * u).sum(1).abs(), (axis[j] * u).sum(1).abs()
     feat = torch.stack([torch.log1p(dmin), torch.log1p(dc), (axis[i] * axis[j]).sum(1).abs(),
                         torch.minimum(ai, aj), torch.maximum(ai, aj)], 1)
+    if endpoints:
+        feat = torch.cat([feat, _endpoint_features(pos, seg, num, axis, cen, rows, owner, slot, samples, i, j)], 1)
     return torch.stack([i, j]), feat
 
 
@@ -155,13 +191,15 @@ def _member_row(seg, num: int) -> torch.Tensor:
     return torch.zeros(num, dtype=torch.long, device=seg.device).scatter_(0, seg, torch.arange(len(seg), device=seg.device))
 
 
-def balanced_bce(logit, target):
-    """Binary cross-entropy with positives and negatives weighted equally (each class's mean, averaged
-    over the classes present)."""
+def balanced_bce(logit, target, weight=None):
+    """Binary cross-entropy with positives and negatives weighted equally (each class's mean, weighted by
+    ``weight`` (E,) when given, averaged over the classes present)."""
     if logit.numel() == 0:
         return logit.sum()
     loss = F.binary_cross_entropy_with_logits(logit, target.float(), reduction="none")
-    parts = [loss[target == v].mean() for v in (False, True) if (target == v).any()]
+    w = torch.ones_like(loss) if weight is None else weight.to(loss.dtype)
+    parts = [(loss * w)[target == v].sum() / w[target == v].sum().clamp(min=1e-12)
+             for v in (False, True) if (target == v).any()]
     return sum(parts) / len(parts)
 
 
@@ -172,9 +210,10 @@ class GraphHead(nn.Module):
     def __init__(self, in_channels: int, level: str = "particle", radius: float = 1.8, hidden: int = 64,
                  layers: int = 3, knn: int = 8, samples: int = 16, edge_threshold: float = 0.5,
                  fragment_threshold: float = 0.5, interaction_threshold: float = 0.5, min_points: int = 3,
-                 predicted_cuts: bool = True):
+                 predicted_cuts: bool = True, endpoint_features: bool = True):
         super().__init__()
-        self.predicted_cuts = bool(predicted_cuts)
+        self.predicted_cuts, self.endpoints = bool(predicted_cuts), bool(endpoint_features)
+        edge_in = EDGE_GEOMETRY + (ENDPOINT_GEOMETRY if self.endpoints else 0)
         self.post = {}
         self.set_post(edge_threshold=edge_threshold, fragment_threshold=fragment_threshold,
                       interaction_threshold=interaction_threshold, min_points=min_points)
@@ -182,15 +221,15 @@ class GraphHead(nn.Module):
         self.point = nn.Sequential(nn.LayerNorm(in_channels + 1), _mlp(in_channels + 1, hidden, hidden))
         self.motif = nn.Linear(hidden, NUM_MOTIF)
         self.voxel_edge = _mlp(2 * hidden + 2, hidden, 1)
-        self.fragment = GraphNet(2 * hidden + NODE_GEOMETRY, EDGE_GEOMETRY, hidden, layers, NUM_PID)
-        self.particle = (GraphNet(hidden + NODE_GEOMETRY + NUM_PID, EDGE_GEOMETRY, hidden, layers)
+        self.fragment = GraphNet(2 * hidden + NODE_GEOMETRY, edge_in, hidden, layers, NUM_PID)
+        self.particle = (GraphNet(hidden + NODE_GEOMETRY + NUM_PID, edge_in, hidden, layers)
                          if level == "interaction" else None)
 
     def _clusters(self, pos, energy, seg, num, batch):
         """Geometry (num, 14) and the k-nearest-cluster graph of clusters ``seg`` of the thing points."""
         geo, axis, cen = cluster_geometry(pos, energy, seg, num)
         cb = torch.zeros(num, dtype=torch.long, device=pos.device).scatter_(0, seg, batch)
-        edges, efeat = cluster_graph(pos, seg, num, cb, axis, cen, self.knn, self.samples)
+        edges, efeat = cluster_graph(pos, seg, num, cb, axis, cen, self.knn, self.samples, endpoints=self.endpoints)
         return geo, edges, efeat
 
     def set_post(self, **values) -> dict:
@@ -255,6 +294,7 @@ class GraphHead(nn.Module):
         fnode = torch.cat([segment_mean(hp, frag, nf), segment_max(hp, frag, nf), segment_mean(prob[idx], frag, nf), geo], 1)
         xf, out["fragment_logits"], out["pid_logits"] = self.fragment(fnode, fefeat, fedges)
         out["fragment_size"], out["fragment_of_thing"] = torch.bincount(frag, minlength=nf), frag
+        out["fragment_edges"] = fedges
         if truth is not None:
             first = _member_row(frag, nf)
             fpart = part_pt[first]
@@ -271,6 +311,7 @@ class GraphHead(nn.Module):
             geo_p, pedges, pefeat = self._clusters(pp, energy[idx], part, npart, pb)
             pnode = torch.cat([segment_mean(xf, part_of_frag, npart), pid_prob, segment_mean(prob[idx], part, npart), geo_p], 1)
             _, out["interaction_logits"], _ = self.particle(pnode, pefeat, pedges)
+            out["particle_edges"], out["particle_size"] = pedges, torch.bincount(part, minlength=npart)
             if truth is not None:
                 pint = truth["instance_interaction"][idx][_member_row(part, npart)]
                 out["interaction_target"] = pint[pedges[0]] == pint[pedges[1]]
@@ -280,17 +321,24 @@ class GraphHead(nn.Module):
 
     def loss(self, out: dict):
         """(loss, logs): motif CE + balanced BCE of the voxel, fragment (and particle) edges + PID CE of the
-        fragments weighted by log(1 + size)."""
+        fragments weighted by log(1 + size). Fragment and particle edges are weighted by log(1 + the smaller
+        end's size): ARI counts pairs of points, so joining or splitting two large clusters costs far more
+        than a stray voxel, and events have hundreds of one-voxel shower fragments."""
+        def size_weight(edges, size):
+            return torch.log1p(torch.minimum(size[edges[0]], size[edges[1]]).float())
+
         parts = {"motif": F.cross_entropy(out["motif_logits"], out["motif_target"]),
                  "voxel_edge": balanced_bce(out["voxel_logits"], out["voxel_target"]),
-                 "fragment_edge": balanced_bce(out["fragment_logits"], out["fragment_target"])}
+                 "fragment_edge": balanced_bce(out["fragment_logits"], out["fragment_target"],
+                                               size_weight(out["fragment_edges"], out["fragment_size"]))}
         ok = (out["pid_target"] >= 0) & (out["pid_target"] < NUM_PID)
         if ok.any():
             w = torch.log1p(out["fragment_size"][ok].float())
             ce = F.cross_entropy(out["pid_logits"][ok], out["pid_target"][ok], reduction="none")
             parts["pid"] = (ce * w).sum() / w.sum()
         if "interaction_logits" in out:
-            parts["interaction_edge"] = balanced_bce(out["interaction_logits"], out["interaction_target"])
+            parts["interaction_edge"] = balanced_bce(out["interaction_logits"], out["interaction_target"],
+                                                     size_weight(out["particle_edges"], out["particle_size"]))
         total = sum(parts.values())
         return total, {f"loss_{k}": float(v.detach()) for k, v in parts.items()} | {"loss": float(total.detach())}
 

@@ -325,7 +325,13 @@ def model_from_config(cfg: dict) -> PanopticModel:
                          decoder=cfg.get("decoder"), loss=cfg.get("loss"), postprocess=cfg.get("postprocess"),
                          energy_threshold=cfg.get("energy_threshold", ENERGY_THRESHOLD_MEV),
                          stuff_classes=cfg.get("stuff_classes"), exact_backbone=bool(cfg.get("exact_backbone", False)),
-                         head=cfg.get("head", "mask"), graph=cfg.get("graph"))
+                         head=cfg.get("head", "mask"), graph=_saved_graph_kwargs(cfg.get("graph")))
+
+
+def _saved_graph_kwargs(graph: dict | None) -> dict | None:
+    """A saved graph head's settings; heads saved before the endpoint edge features (commit b0c2417 and
+    earlier) have no ``endpoint_features`` key and were built without them."""
+    return None if graph is None else {"endpoint_features": False, **graph}
 
 
 # ------------------------------------------------------------------------------------------- runs
