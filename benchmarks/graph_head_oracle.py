@@ -32,7 +32,6 @@ def majority(seg: torch.Tensor, label: torch.Tensor, num: int) -> torch.Tensor:
 def main(argv=None) -> dict:
     from sklearn.metrics import adjusted_rand_score
 
-    import larpanda.tasks.graph_head as gh
     from larpanda.io import load_model
     from larpanda.nn.graph import connected_components
     from larpanda.tasks.common import iterate_batches, make_dataset
@@ -46,47 +45,40 @@ def main(argv=None) -> dict:
     model = load_model(a.weights).eval()
     if a.post:
         model.set_postprocess(**dict(kv.split("=") for kv in a.post.split(",")))
-    graphs = []
-    original = gh.cluster_graph
-    gh.cluster_graph = lambda *args, **kw: graphs.append(original(*args, **kw)) or graphs[-1]
     ds = make_dataset(a.data, {"energy_threshold": model.energy_threshold}, train=False)
     scores = {"predicted": [], "oracle_edges": [], "oracle_merge": [], "fragments": []}
     pure = total = n_frag = n_events = 0
-    try:
-        with torch.no_grad():
-            for batch in iterate_batches(ds, 4, a.events):
-                graphs.clear()
-                out = model.decoder(model.features(batch).float(), batch, None)
-                fedges = graphs[0][0]  # the fragment graph (the second, if any, is the particle graph)
-                idx, frag, part = out["thing"], out["fragment_of_thing"], out["particle_of_thing"]
-                truth = torch.as_tensor(batch["instance_particle"]).long()
-                nf = int(frag.max()) + 1 if len(frag) else 0
-                maj = majority(frag, truth[idx].clamp(min=0), nf)
-                joined = connected_components(nf, fedges[:, maj[fedges[0]] == maj[fedges[1]]])[frag]
-                n = len(truth)
-                labels = {}
-                for name, ids in (("predicted", part), ("oracle_edges", joined), ("oracle_merge", maj[frag]), ("fragments", frag)):
-                    full = torch.full((n,), -1, dtype=torch.long)
-                    full[idx] = ids
-                    labels[name] = full
-                batch_of = torch.repeat_interleave(torch.arange(len(out["counts"])), out["counts"])
-                for e in range(len(out["counts"])):
-                    sel = (truth >= 0) & (batch_of == e)
-                    if not sel.any():
-                        continue
-                    n_events += 1
-                    for name, full in labels.items():
-                        scores[name].append(adjusted_rand_score(truth[sel].numpy(), full[sel].numpy()))
-                t = truth[idx]
-                for f in range(nf):
-                    members = t[frag == f]
-                    members = members[members >= 0]
-                    if len(members):
-                        pure += int(torch.bincount(members).max())
-                        total += len(members)
-                n_frag += nf
-    finally:
-        gh.cluster_graph = original
+    with torch.no_grad():
+        for batch in iterate_batches(ds, 4, a.events):
+            out = model.decoder(model.features(batch).float(), batch, None)
+            fedges = out["fragment_edges"]
+            idx, frag, part = out["thing"], out["fragment_of_thing"], out["particle_of_thing"]
+            truth = torch.as_tensor(batch["instance_particle"]).long()
+            nf = int(frag.max()) + 1 if len(frag) else 0
+            maj = majority(frag, truth[idx].clamp(min=0), nf)
+            joined = connected_components(nf, fedges[:, maj[fedges[0]] == maj[fedges[1]]])[frag]
+            n = len(truth)
+            labels = {}
+            for name, ids in (("predicted", part), ("oracle_edges", joined), ("oracle_merge", maj[frag]), ("fragments", frag)):
+                full = torch.full((n,), -1, dtype=torch.long)
+                full[idx] = ids
+                labels[name] = full
+            batch_of = torch.repeat_interleave(torch.arange(len(out["counts"])), out["counts"])
+            for e in range(len(out["counts"])):
+                sel = (truth >= 0) & (batch_of == e)
+                if not sel.any():
+                    continue
+                n_events += 1
+                for name, full in labels.items():
+                    scores[name].append(adjusted_rand_score(truth[sel].numpy(), full[sel].numpy()))
+            t = truth[idx]
+            for f in range(nf):
+                members = t[frag == f]
+                members = members[members >= 0]
+                if len(members):
+                    pure += int(torch.bincount(members).max())
+                    total += len(members)
+            n_frag += nf
     res = {k: round(float(np.mean(v)), 4) for k, v in scores.items()} | {
         "fragment_purity": round(pure / max(total, 1), 4), "fragments_per_event": round(n_frag / max(n_events, 1), 1),
         "events": n_events}

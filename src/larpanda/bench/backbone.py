@@ -116,9 +116,9 @@ MATMULS = ("aten::addmm", "aten::mm")  # linear layers and sparse-conv GEMMs: th
 
 def gemm_account(model, point) -> dict:
     """Profile one eval forward of each path: the GFLOP and self time (s) of the GEMMs that both paths
-    run identically (``gemm_s``: the faster of the two runs) (`MATMULS`: every linear layer and every sparse-conv GEMM; attention's own matmuls
-    excluded). Their time in our path is a floor under our total at these FLOPs: no reordering of the
-    rest can take the eval time below it."""
+    run identically (`MATMULS`: every linear layer and every sparse-conv GEMM; attention's own matmuls
+    excluded); ``gemm_s`` is the faster of the two runs. That time is a floor under our total at these
+    FLOPs: no reordering of the rest can take the eval time below it."""
     from torch.profiler import profile
 
     fn = _runner(model, point, "cpu", False)

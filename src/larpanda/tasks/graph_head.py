@@ -119,10 +119,11 @@ def _endpoint_features(pos, seg, num, axis, cen, rows, owner, slot, samples: int
     feats = []
     for c0 in range(0, len(i), chunk):
         a, b = i[c0:c0 + chunk], j[c0:c0 + chunk]
-        d = torch.cdist(pad[a], pad[b]).masked_fill(missing[a][:, :, None] | missing[b][:, None, :], float("inf"))
+        pa, pb = pad[a], pad[b]
+        d = torch.cdist(pa, pb).masked_fill(missing[a][:, :, None] | missing[b][:, None, :], float("inf"))
         best = d.flatten(1).argmin(1)
         e = torch.arange(len(a), device=pos.device)
-        ci, cj = pad[a][e, best // samples], pad[b][e, best % samples]
+        ci, cj = pa[e, best // samples], pb[e, best % samples]
         ti = (((ci - cen[a]) * axis[a]).sum(1).abs() / half[a]).clamp(max=1)
         tj = (((cj - cen[b]) * axis[b]).sum(1).abs() / half[b]).clamp(max=1)
         w = cj - ci
