@@ -227,7 +227,32 @@ def test_saved_heads_without_endpoint_features_still_load():
     model = PanopticModel(load_config("tiny", "model"), mode="decoder", head="graph", graph={"hidden": 8, "layers": 1, "endpoint_features": False})
     cfg = model.config
     cfg["graph"].pop("endpoint_features")
+    cfg["graph"].pop("local_directions")
     again = model_from_config(cfg)
     again.load_state_dict(model.state_dict())
     assert again.decoder.fragment.edge_in[0].in_features == 5
-    assert PanopticModel(load_config("tiny", "model"), mode="decoder", head="graph", graph={"hidden": 8}).decoder.fragment.edge_in[0].in_features == 9
+    assert again.decoder.local is False
+    cfg["graph"]["endpoint_features"] = True  # saved between the endpoint features and the local directions
+    assert model_from_config(cfg).decoder.fragment.edge_in[0].in_features == 9
+    assert PanopticModel(load_config("tiny", "model"), mode="decoder", head="graph", graph={"hidden": 8}).decoder.fragment.edge_in[0].in_features == 12
+
+
+def test_local_directions_follow_a_curved_track_where_its_axis_does_not():
+    """A quarter circle (radius 30 voxels) continued, after a 3-voxel gap, by a straight piece along its
+    final direction: the arc's principal axis is at ~45° to the gap, but its local direction at the end is
+    along it, so |d_i·d_j| and both |d·w| are ~1 while the axis-based min |a·w| is not."""
+    import math
+
+    from larpanda.tasks.graph_head import cluster_geometry, cluster_graph
+
+    arc = sorted({(round(30 * math.cos(t)), round(30 * math.sin(t)), 0) for t in [k * math.pi / 400 for k in range(201)]})
+    line = [(-x, 30, 0) for x in range(3, 30)]
+    pos = torch.tensor(arc + line, dtype=torch.float32)
+    seg = torch.repeat_interleave(torch.arange(2), torch.tensor([len(arc), len(line)]))
+    _, axis, cen = cluster_geometry(pos, torch.zeros(len(pos)), seg, 2)
+    edges, feat = cluster_graph(pos, seg, 2, torch.zeros(2, dtype=torch.long), axis, cen, knn=1, samples=16,
+                                endpoints=True, local=True)
+    assert edges.t().tolist() == [[0, 1]] and feat.shape == (1, 12)
+    f = feat[0]
+    assert f[7] < 0.85  # min over the ends of |axis · gap|: the arc's axis is oblique
+    assert torch.all(f[9:] > 0.97), f[9:]  # local directions agree with each other and with the gap

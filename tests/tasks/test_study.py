@@ -73,6 +73,11 @@ def test_train_evaluate_predict_cli(toy_dir, tmp_path):
     # the decision offsets fitted on the val split are saved with the weights
     bias = summary["calibration"]["logit_bias"]
     assert len(bias) == 5 and json.loads((run / "weights" / "config.json").read_text())["logit_bias"] == bias
+    # ... and the val metrics (from the calibration pass) are those of the saved, calibrated model
+    assert main(["evaluate", "--weights", str(run), "--data", str(toy_dir / "toy_val.h5"),
+                 "--out", str(tmp_path / "val.json"), "--min-points", "100"]) == 0
+    val = json.loads((run / "val_metrics.json").read_text())
+    assert json.loads((tmp_path / "val.json").read_text())["confusion"] == val["confusion"]
     assert (run / "metrics.jsonl").exists() and (run / "checkpoints" / "last.pt").exists()
     metrics_path = tmp_path / "m.json"
     assert main(["evaluate", "--weights", str(run), "--data", str(toy_dir / "toy_test.h5"),

@@ -34,12 +34,14 @@ from ..nn.graph import connected_components, radius_graph, segment_max, segment_
 from .postprocess_settings import GRAPH_KEYS
 
 DEFAULTS = dict(radius=1.8, hidden=64, layers=3, knn=8, samples=16, edge_threshold=0.5, fragment_threshold=0.5,
-                interaction_threshold=0.5, min_points=3, predicted_cuts=True, endpoint_features=True)
+                interaction_threshold=0.5, min_points=3, predicted_cuts=True, endpoint_features=True,
+                local_directions=True)
 NUM_MOTIF, NUM_PID = 5, 5
 GEOMETRY = 1 + 3 + 6 + 3 + 1  # `cluster_geometry`: log size, centroid, axis⊗axis, spread, energy
 NODE_GEOMETRY = NUM_MOTIF + GEOMETRY  # + mean motif probabilities
 EDGE_GEOMETRY = 5
 ENDPOINT_GEOMETRY = 4  # `_endpoint_features`
+LOCAL_GEOMETRY = 3  # `_endpoint_features` with ``local``
 
 
 def _mlp(i: int, h: int, o: int) -> nn.Sequential:
@@ -104,18 +106,34 @@ def _sample_rows(pos, seg, num, axis, cen, samples: int):
     return order[start[owner] + torch.floor(j.double() * step).long()], owner, j
 
 
-def _endpoint_features(pos, seg, num, axis, cen, rows, owner, slot, samples: int, i, j, chunk: int = 4096):
+def _local_tangents(pad, count):
+    """(num, samples, 3) unit local direction at each sampled point: the chord between its two neighbours
+    along the axis order (one-sided at the ends; zero for one-point clusters). ``pad`` (num, samples, 3)
+    holds each cluster's ``count`` (num,) samples in its first slots."""
+    k = torch.arange(pad.shape[1], device=pad.device)[None]
+    last = (count[:, None] - 1).clamp(min=0)
+    nxt = torch.minimum(k + 1, last).clamp(min=0)
+    prv = torch.minimum((k - 1).clamp(min=0), last)
+    t = pad.gather(1, nxt[:, :, None].expand_as(pad)) - pad.gather(1, prv[:, :, None].expand_as(pad))
+    return t / t.norm(dim=2, keepdim=True).clamp(min=1e-6)
+
+
+def _endpoint_features(pos, seg, num, axis, cen, rows, owner, slot, samples: int, i, j, local: bool = False,
+                       chunk: int = 4096):
     """(E, 4) features of cluster pairs (i, j) from their closest sampled points c_i, c_j: min and max over
     the two ends of |t| (where c lies along the cluster's principal axis, 0 at the centroid, 1 at an end)
     and of |a·w| (a: the cluster's axis, w: the unit vector from c_i to c_j; 0 when they touch). Two pieces
     of one track meet end to end along their axes; a particle leaving a vertex or a delta ray leaving a
-    track meets the other one on its side or at an angle."""
+    track meets the other one on its side or at an angle. With ``local`` (E, 7): also |d_i·d_j| and the min
+    and max of |d·w|, where d is the local direction of each cluster at c (`_local_tangents`): a curved or
+    long cluster's principal axis is not its direction where the two meet."""
     proj = ((pos - cen[seg]) * axis[seg]).sum(1)
     half = segment_max(proj.abs()[:, None], seg, num).squeeze(1).clamp(min=0.5)
     pad = pos.new_zeros((num, samples, 3))
     pad[owner, slot] = pos[rows]
     missing = torch.ones((num, samples), dtype=torch.bool, device=pos.device)
     missing[owner, slot] = False
+    tangent = _local_tangents(pad, (~missing).sum(1)) if local else None
     feats = []
     for c0 in range(0, len(i), chunk):
         a, b = i[c0:c0 + chunk], j[c0:c0 + chunk]
@@ -123,26 +141,32 @@ def _endpoint_features(pos, seg, num, axis, cen, rows, owner, slot, samples: int
         d = torch.cdist(pa, pb).masked_fill(missing[a][:, :, None] | missing[b][:, None, :], float("inf"))
         best = d.flatten(1).argmin(1)
         e = torch.arange(len(a), device=pos.device)
-        ci, cj = pa[e, best // samples], pb[e, best % samples]
+        si, sj = best // samples, best % samples
+        ci, cj = pa[e, si], pb[e, sj]
         ti = (((ci - cen[a]) * axis[a]).sum(1).abs() / half[a]).clamp(max=1)
         tj = (((cj - cen[b]) * axis[b]).sum(1).abs() / half[b]).clamp(max=1)
         w = cj - ci
         norm = w.norm(dim=1, keepdim=True)
         w = torch.where(norm > 0.5, w / norm.clamp(min=1e-6), torch.zeros_like(w))
         fi, fj = (w * axis[a]).sum(1).abs(), (w * axis[b]).sum(1).abs()
-        feats.append(torch.stack([torch.minimum(ti, tj), torch.maximum(ti, tj), torch.minimum(fi, fj),
-                                  torch.maximum(fi, fj)], 1))
-    return torch.cat(feats) if feats else pos.new_zeros((0, ENDPOINT_GEOMETRY))
+        cols = [torch.minimum(ti, tj), torch.maximum(ti, tj), torch.minimum(fi, fj), torch.maximum(fi, fj)]
+        if local:
+            di, dj = tangent[a, si], tangent[b, sj]
+            gi, gj = (w * di).sum(1).abs(), (w * dj).sum(1).abs()
+            cols += [(di * dj).sum(1).abs(), torch.minimum(gi, gj), torch.maximum(gi, gj)]
+        feats.append(torch.stack(cols, 1))
+    width = ENDPOINT_GEOMETRY + (LOCAL_GEOMETRY if local else 0)
+    return torch.cat(feats) if feats else pos.new_zeros((0, width))
 
 
 def cluster_graph(pos, seg, num, cluster_batch, axis, cen, knn: int, samples: int, chunk: int = 2048,
-                  endpoints: bool = False):
+                  endpoints: bool = False, local: bool = False):
     """k-nearest-cluster graph within each event: edges (2, E) with i < j and their (E, 5) features
     [log1p closest distance, log1p centroid distance, |a_i·a_j|, min and max of |a·u|] (a: principal axes,
-    u: unit centroid displacement), plus the 4 `_endpoint_features` with ``endpoints``. Closest distances
-    are over ``samples`` points per cluster."""
+    u: unit centroid displacement), plus the 4 (``local``: 7) `_endpoint_features` with ``endpoints``.
+    Closest distances are over ``samples`` points per cluster."""
     src, dst, dist = [], [], []
-    width = EDGE_GEOMETRY + (ENDPOINT_GEOMETRY if endpoints else 0)
+    width = edge_width(endpoints, local)
     if num < 2:
         return torch.zeros((2, 0), dtype=torch.long, device=pos.device), torch.zeros((0, width), device=pos.device)
     rows, owner, slot = _sample_rows(pos, seg, num, axis, cen, samples)
@@ -173,7 +197,7 @@ def cluster_graph(pos, seg, num, cluster_batch, axis, cen, knn: int, samples: in
         dst.append(j + lo)
         dist.append(closest[i, j])
     if not src:
-        return cluster_graph(pos, seg, 0, cluster_batch, axis, cen, knn, samples, endpoints=endpoints)
+        return cluster_graph(pos, seg, 0, cluster_batch, axis, cen, knn, samples, endpoints=endpoints, local=local)
     i, j, dmin = torch.cat(src), torch.cat(dst), torch.cat(dist)
     disp = cen[j] - cen[i]
     dc = disp.norm(dim=1)
@@ -182,8 +206,13 @@ def cluster_graph(pos, seg, num, cluster_batch, axis, cen, knn: int, samples: in
     feat = torch.stack([torch.log1p(dmin), torch.log1p(dc), (axis[i] * axis[j]).sum(1).abs(),
                         torch.minimum(ai, aj), torch.maximum(ai, aj)], 1)
     if endpoints:
-        feat = torch.cat([feat, _endpoint_features(pos, seg, num, axis, cen, rows, owner, slot, samples, i, j)], 1)
+        feat = torch.cat([feat, _endpoint_features(pos, seg, num, axis, cen, rows, owner, slot, samples, i, j, local)], 1)
     return torch.stack([i, j]), feat
+
+
+def edge_width(endpoints: bool, local: bool) -> int:
+    """Columns of `cluster_graph`'s edge features."""
+    return EDGE_GEOMETRY + (ENDPOINT_GEOMETRY + (LOCAL_GEOMETRY if local else 0) if endpoints else 0)
 
 
 def _member_row(seg, num: int) -> torch.Tensor:
@@ -211,10 +240,11 @@ class GraphHead(nn.Module):
     def __init__(self, in_channels: int, level: str = "particle", radius: float = 1.8, hidden: int = 64,
                  layers: int = 3, knn: int = 8, samples: int = 16, edge_threshold: float = 0.5,
                  fragment_threshold: float = 0.5, interaction_threshold: float = 0.5, min_points: int = 3,
-                 predicted_cuts: bool = True, endpoint_features: bool = True):
+                 predicted_cuts: bool = True, endpoint_features: bool = True, local_directions: bool = True):
         super().__init__()
         self.predicted_cuts, self.endpoints = bool(predicted_cuts), bool(endpoint_features)
-        edge_in = EDGE_GEOMETRY + (ENDPOINT_GEOMETRY if self.endpoints else 0)
+        self.local = self.endpoints and bool(local_directions)
+        edge_in = edge_width(self.endpoints, self.local)
         self.post = {}
         self.set_post(edge_threshold=edge_threshold, fragment_threshold=fragment_threshold,
                       interaction_threshold=interaction_threshold, min_points=min_points)
@@ -230,7 +260,8 @@ class GraphHead(nn.Module):
         """Geometry (num, 14) and the k-nearest-cluster graph of clusters ``seg`` of the thing points."""
         geo, axis, cen = cluster_geometry(pos, energy, seg, num)
         cb = torch.zeros(num, dtype=torch.long, device=pos.device).scatter_(0, seg, batch)
-        edges, efeat = cluster_graph(pos, seg, num, cb, axis, cen, self.knn, self.samples, endpoints=self.endpoints)
+        edges, efeat = cluster_graph(pos, seg, num, cb, axis, cen, self.knn, self.samples, endpoints=self.endpoints,
+                                     local=self.local)
         return geo, edges, efeat
 
     def set_post(self, **values) -> dict:

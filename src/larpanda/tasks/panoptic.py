@@ -330,8 +330,9 @@ def model_from_config(cfg: dict) -> PanopticModel:
 
 def _saved_graph_kwargs(graph: dict | None) -> dict | None:
     """A saved graph head's settings; heads saved before the endpoint edge features (commit b0c2417 and
-    earlier) have no ``endpoint_features`` key and were built without them."""
-    return None if graph is None else {"endpoint_features": False, **graph}
+    earlier) have no ``endpoint_features`` key and were built without them, heads saved before the local
+    directions (commit e3b2ef9 and earlier) no ``local_directions`` key."""
+    return None if graph is None else {"endpoint_features": False, "local_directions": False, **graph}
 
 
 # ------------------------------------------------------------------------------------------- runs

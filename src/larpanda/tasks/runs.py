@@ -36,9 +36,10 @@ def run_datasets(args, cfg: dict, seed: int):
 def train_and_save(model, cfg: dict, args, train_set, val_set, evaluate, val_keys, before_save=None) -> dict:
     """Fit ``model`` (validated with ``evaluate(model, dataset, batch_size, max_events)`` every
     ``train.eval_every`` steps; the best model by ``train.select_metric`` is the one saved), save the weights
-    and the final validation metrics; returns the run summary. ``before_save(model, val_set) -> dict``
-    (only with a validation set) adjusts the fitted model before it is saved; what it returns goes into the
-    summary under ``calibration``."""
+    and the final validation metrics; returns the run summary. ``before_save(model, val_set) -> (dict,
+    metrics)`` (only with a validation set) adjusts the fitted model before it is saved; the dict goes into
+    the summary under ``calibration``, and the metrics, when not None, are the adjusted model's on the whole
+    validation set (so it is not read again)."""
     from ..io import save_model
     from ..train import fit
 
@@ -51,11 +52,12 @@ def train_and_save(model, cfg: dict, args, train_set, val_set, evaluate, val_key
     result = fit(model, train_set, cfg, args.out, resume=args.resume, val_dataset=val_set, eval_fn=eval_fn)
     out = Path(args.out)
     summary = {"run": cfg["run"], "fit": {k: v for k, v in result.items() if k != "eval"}}
+    metrics = None
     if before_save is not None and val_set is not None:
-        summary["calibration"] = before_save(model, val_set)
+        summary["calibration"], metrics = before_save(model, val_set)
     save_model(model, out / "weights")
     if val_set is not None:
-        metrics = evaluate(model, val_set, batch_size, None)
+        metrics = metrics if metrics is not None else evaluate(model, val_set, batch_size, None)
         atomic_write_json(out / "val_metrics.json", metrics)
         summary["val"] = {k: metrics[k] for k in val_keys if k in metrics}
     atomic_write_json(out / "summary.json", summary)

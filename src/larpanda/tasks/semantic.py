@@ -336,9 +336,11 @@ def build_semantic_model(mode: str, cfg: dict, weights=None) -> SemanticModel:
     return model
 
 
-def evaluate_model(model, dataset, batch_size: int = 4, max_events=None, exclude=(), device=None) -> dict:
+def evaluate_model(model, dataset, batch_size: int = 4, max_events=None, exclude=(), device=None,
+                   keep: list | None = None) -> dict:
     """Pooled docs/design.md §7.1 metrics of ``model`` on ``dataset`` (after the energy cut), on ``device``
-    (default: the model's)."""
+    (default: the model's). ``keep``: a list that receives each batch's (logits (n, K) float32, labels (n,))
+    as numpy arrays."""
     from ..metrics.semantic import SemanticAccumulator
 
     device = device or next(model.parameters()).device
@@ -355,6 +357,8 @@ def evaluate_model(model, dataset, batch_size: int = 4, max_events=None, exclude
         for batch in iterate_batches(dataset, batch_size, max_events, model=model):
             logits = model(batch.to(device))
             acc.update(logits.argmax(1).cpu(), batch["segment_motif"])
+            if keep is not None:
+                keep.append((logits.float().cpu().numpy(), np.asarray(batch["segment_motif"]).reshape(-1)))
             n_events += batch.num_events
     model.train(was)
     out = acc.compute()
@@ -394,22 +398,21 @@ def fit_logit_bias(logits: np.ndarray, labels: np.ndarray, grid=np.arange(-3.0, 
     return [round(float(b), 4) for b in bias]
 
 
-def calibrate(model: SemanticModel, dataset, batch_size: int = 4, max_events=None) -> list[float]:
-    """Fit ``model.logit_bias`` on ``dataset`` (the validation split) with `fit_logit_bias`; returns it."""
-    from .common import iterate_batches
+def calibrate(model: SemanticModel, dataset, batch_size: int = 4, max_events=None) -> tuple[list | None, dict]:
+    """Fit ``model.logit_bias`` on ``dataset`` (the validation split) with `fit_logit_bias`, in one pass over
+    it; returns the offsets and the `evaluate_model` metrics of the calibrated model on the same events."""
+    from ..metrics.semantic import SemanticAccumulator
 
     model.logit_bias = None
-    was = model.training
-    model.eval()
-    zs, ys = [], []
-    with torch.no_grad():
-        for batch in iterate_batches(dataset, batch_size, max_events, model=model):
-            zs.append(model(batch.to(next(model.parameters()).device)).float().cpu().numpy())
-            ys.append(np.asarray(batch["segment_motif"]).reshape(-1))
-    model.train(was)
-    if zs:
-        model.logit_bias = fit_logit_bias(np.concatenate(zs), np.concatenate(ys))
-    return model.logit_bias
+    kept = []
+    metrics = evaluate_model(model, dataset, batch_size, max_events, keep=kept)
+    if not kept:
+        return None, metrics
+    z, y = np.concatenate([k[0] for k in kept]), np.concatenate([k[1] for k in kept])
+    model.logit_bias = fit_logit_bias(z, y)
+    acc = SemanticAccumulator(num_classes=model.num_classes)
+    acc.update((z + np.asarray(model.logit_bias, np.float32)).argmax(1), y)
+    return model.logit_bias, metrics | acc.compute() | {"num_events": metrics["num_events"]}
 
 
 def run_train(args) -> dict:
@@ -426,7 +429,8 @@ def run_train(args) -> dict:
     before_save = None
     if bool(cfg["train"].get("calibrate", True)):
         def before_save(task, val):  # the decision offsets, fitted on the validation split
-            return {"logit_bias": calibrate(task, val, int(cfg.get("eval", {}).get("batch_size", 4)))}
+            bias, metrics = calibrate(task, val, int(cfg.get("eval", {}).get("batch_size", 4)))
+            return {"logit_bias": bias}, metrics
     return train_and_save(model, cfg, args, train_set, val_set, evaluate_model, ("mIoU", "macro_F1", "allAcc"),
                           before_save=before_save)
 
