@@ -31,11 +31,11 @@ from ..constants import LED_CLASS
 from ..errors import UserError
 from ..data.transforms import SCALE
 from ..nn.graph import connected_components, radius_graph, segment_max, segment_mean, segment_sum
-from .postprocess_settings import GRAPH_KEYS
+from .postprocess_settings import GRAPH_KEYS, GRAPH_THRESHOLDS
 
 DEFAULTS = dict(radius=1.8, hidden=64, layers=3, knn=8, samples=16, edge_threshold=0.5, fragment_threshold=0.5,
                 interaction_threshold=0.5, min_points=3, predicted_cuts=True, endpoint_features=True,
-                local_directions=True)
+                local_directions=True, refine=False, refine_threshold=0.5)
 NUM_MOTIF, NUM_PID = 5, 5
 GEOMETRY = 1 + 3 + 6 + 3 + 1  # `cluster_geometry`: log size, centroid, axis⊗axis, spread, energy
 NODE_GEOMETRY = NUM_MOTIF + GEOMETRY  # + mean motif probabilities
@@ -240,21 +240,24 @@ class GraphHead(nn.Module):
     def __init__(self, in_channels: int, level: str = "particle", radius: float = 1.8, hidden: int = 64,
                  layers: int = 3, knn: int = 8, samples: int = 16, edge_threshold: float = 0.5,
                  fragment_threshold: float = 0.5, interaction_threshold: float = 0.5, min_points: int = 3,
-                 predicted_cuts: bool = True, endpoint_features: bool = True, local_directions: bool = True):
+                 predicted_cuts: bool = True, endpoint_features: bool = True, local_directions: bool = True,
+                 refine: bool = False, refine_threshold: float = 0.5):
         super().__init__()
         self.predicted_cuts, self.endpoints = bool(predicted_cuts), bool(endpoint_features)
         self.local = self.endpoints and bool(local_directions)
         edge_in = edge_width(self.endpoints, self.local)
         self.post = {}
         self.set_post(edge_threshold=edge_threshold, fragment_threshold=fragment_threshold,
-                      interaction_threshold=interaction_threshold, min_points=min_points)
+                      refine_threshold=refine_threshold, interaction_threshold=interaction_threshold,
+                      min_points=min_points)
         self.level, self.radius, self.knn, self.samples = level, float(radius), int(knn), int(samples)
         self.point = nn.Sequential(nn.LayerNorm(in_channels + 1), _mlp(in_channels + 1, hidden, hidden))
         self.motif = nn.Linear(hidden, NUM_MOTIF)
         self.voxel_edge = _mlp(2 * hidden + 2, hidden, 1)
         self.fragment = GraphNet(2 * hidden + NODE_GEOMETRY, edge_in, hidden, layers, NUM_PID)
-        self.particle = (GraphNet(hidden + NODE_GEOMETRY + NUM_PID, edge_in, hidden, layers)
-                         if level == "interaction" else None)
+        group_in = hidden + NODE_GEOMETRY + NUM_PID  # `_group` nodes: fragment states, PID, geometry
+        self.refine = GraphNet(group_in, edge_in, hidden, layers) if refine else None
+        self.particle = GraphNet(group_in, edge_in, hidden, layers) if level == "interaction" else None
 
     def _clusters(self, pos, energy, seg, num, batch):
         """Geometry (num, 14) and the k-nearest-cluster graph of clusters ``seg`` of the thing points."""
@@ -283,11 +286,11 @@ class GraphHead(nn.Module):
         return dict(cur)
 
     def _keep(self, logits, target, stage: int):
-        """Edges kept at ``stage`` (0 voxels, 1 fragments, 2 particles): at inference (``target`` None) those
+        """Edges kept at ``stage`` (0 voxels, 1 fragments, 2 refinement, 3 particles): at inference (``target`` None) those
         scored above the stage's threshold; in training the true ones, also cut where the head's own score
         is below its threshold with ``predicted_cuts`` (the next stage then learns to repair the
         over-segmentation it meets at inference; parts of different particles are never joined)."""
-        scored = torch.sigmoid(logits.detach()) > self.post[GRAPH_KEYS[stage]]
+        scored = torch.sigmoid(logits.detach()) > self.post[GRAPH_THRESHOLDS[stage]]
         if target is None:
             return scored
         return target & scored if self.predicted_cuts else target
@@ -333,23 +336,44 @@ class GraphHead(nn.Module):
             out["fragment_target"] = fpart[fedges[0]] == fpart[fedges[1]]
             out["pid_target"] = truth["segment_pid"][idx][first]
         part_of_frag = connected_components(nf, fedges[:, self._keep(out["fragment_logits"], out.get("fragment_target"), 1)])
+        part_truth = part_pt if truth is not None else None
+        if self.refine is not None:  # particles of particles: a second pass with whole-particle geometry
+            part_of_frag = self._group(self.refine, xf, out, pp, energy[idx], frag, part_of_frag, pb, part_truth,
+                                       2, "refine")[part_of_frag]
         npart = int(part_of_frag.max()) + 1 if nf else 0
-        w = torch.log1p(out["fragment_size"].float())[:, None]
-        pid_prob = segment_sum(out["pid_logits"].softmax(1) * w, part_of_frag, npart)
-        pid_prob = pid_prob / pid_prob.sum(1, keepdim=True).clamp(min=1e-9)
         part = part_of_frag[frag]
-        out.update(particle_of_thing=part, particle_pid=pid_prob)
+        out.update(particle_of_thing=part, particle_pid=self._particle_pid(out, part_of_frag, npart))
         if self.particle is not None:
-            geo_p, pedges, pefeat = self._clusters(pp, energy[idx], part, npart, pb)
-            pnode = torch.cat([segment_mean(xf, part_of_frag, npart), pid_prob, segment_mean(prob[idx], part, npart), geo_p], 1)
-            _, out["interaction_logits"], _ = self.particle(pnode, pefeat, pedges)
-            out["particle_edges"], out["particle_size"] = pedges, torch.bincount(part, minlength=npart)
-            if truth is not None:
-                pint = truth["instance_interaction"][idx][_member_row(part, npart)]
-                out["interaction_target"] = pint[pedges[0]] == pint[pedges[1]]
-            ikeep = self._keep(out["interaction_logits"], out.get("interaction_target"), 2)
-            out["interaction_of_thing"] = connected_components(npart, pedges[:, ikeep])[part]
+            inter_truth = truth["instance_interaction"][idx] if truth is not None else None
+            out["interaction_of_thing"] = self._group(self.particle, xf, out, pp, energy[idx], frag, part_of_frag,
+                                                      pb, inter_truth, 3, "interaction")[part]
         return out
+
+    @staticmethod
+    def _particle_pid(out, part_of_frag, npart):
+        """(npart, 5) PID probabilities of each particle: its fragments' weighted by log(1 + size)."""
+        w = torch.log1p(out["fragment_size"].float())[:, None]
+        pid = segment_sum(out["pid_logits"].softmax(1) * w, part_of_frag, npart)
+        return pid / pid.sum(1, keepdim=True).clamp(min=1e-9)
+
+    def _group(self, net, xf, out, pos, energy, frag, group_of_frag, batch, truth_ids, stage: int, name: str):
+        """Score "same ``truth_ids``" over the k-nearest graph of the groups of fragments ``group_of_frag``
+        (F,) with ``net`` (nodes: mean fragment state ``xf``, PID, mean motif probabilities, geometry);
+        writes ``{name}_logits``/``_edges``/``_size`` (and ``_target`` with ``truth_ids`` (n_thing,)) into
+        ``out`` and returns the group of each group: components of the kept edges (`_keep` at ``stage``)."""
+        num = int(group_of_frag.max()) + 1 if len(group_of_frag) else 0
+        seg = group_of_frag[frag]
+        geo, edges, efeat = self._clusters(pos, energy, seg, num, batch)
+        prob = out["motif_logits"][out["thing"]].softmax(1)
+        node = torch.cat([segment_mean(xf, group_of_frag, num), self._particle_pid(out, group_of_frag, num),
+                          segment_mean(prob, seg, num), geo], 1)
+        _, logits, _ = net(node, efeat, edges)
+        out[f"{name}_logits"], out[f"{name}_edges"], out[f"{name}_size"] = logits, edges, torch.bincount(seg, minlength=num)
+        target = None
+        if truth_ids is not None:
+            t = truth_ids[_member_row(seg, num)]
+            target = out[f"{name}_target"] = t[edges[0]] == t[edges[1]]
+        return connected_components(num, edges[:, self._keep(logits, target, stage)])
 
     def loss(self, out: dict):
         """(loss, logs): motif CE + balanced BCE of the voxel, fragment (and particle) edges + PID CE of the
@@ -368,9 +392,10 @@ class GraphHead(nn.Module):
             w = torch.log1p(out["fragment_size"][ok].float())
             ce = F.cross_entropy(out["pid_logits"][ok], out["pid_target"][ok], reduction="none")
             parts["pid"] = (ce * w).sum() / w.sum()
-        if "interaction_logits" in out:
-            parts["interaction_edge"] = balanced_bce(out["interaction_logits"], out["interaction_target"],
-                                                     size_weight(out["particle_edges"], out["particle_size"]))
+        for name in ("refine", "interaction"):
+            if f"{name}_logits" in out:
+                parts[f"{name}_edge"] = balanced_bce(out[f"{name}_logits"], out[f"{name}_target"],
+                                                     size_weight(out[f"{name}_edges"], out[f"{name}_size"]))
         total = sum(parts.values())
         return total, {f"loss_{k}": float(v.detach()) for k, v in parts.items()} | {"loss": float(total.detach())}
 

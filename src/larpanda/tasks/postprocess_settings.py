@@ -62,9 +62,10 @@ def _typed(key: str, raw):
     return float(raw)
 
 
-# The graph head's settings (docs/model.md §4.8): the score thresholds of its three stages, in stage order,
-# and the smallest instance it keeps.
-GRAPH_KEYS = ("edge_threshold", "fragment_threshold", "interaction_threshold", "min_points")
+# The graph head's settings (docs/model.md §4.8): the score thresholds of its stages, in stage order (voxels,
+# fragments, the optional particle refinement, particles into interactions), and the smallest instance it keeps.
+GRAPH_KEYS = ("edge_threshold", "fragment_threshold", "refine_threshold", "interaction_threshold", "min_points")
+GRAPH_THRESHOLDS = GRAPH_KEYS[:-1]
 
 
 def parse_overrides(items, where: str = "--post") -> dict:
@@ -75,7 +76,7 @@ def parse_overrides(items, where: str = "--post") -> dict:
             raise UserError(f"{where} expects KEY=VALUE, got {item!r}")
         key, raw = item.split("=", 1)
         values[key.strip()] = raw.strip()
-    graph = {k: values.pop(k) for k in list(values) if k in GRAPH_KEYS[:3]}  # checked by the graph head itself
+    graph = {k: values.pop(k) for k in list(values) if k in GRAPH_THRESHOLDS}  # checked by the graph head itself
     checked = settings(values, where=where)
     return {k: checked[k] for k in values} | graph
 
