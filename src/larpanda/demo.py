@@ -14,6 +14,11 @@ training stopped by Ctrl-C / SIGTERM saves its checkpoint, gets no marker and re
 5. ``report``: ``DIR/results.json`` (strict JSON: undefined metrics are null) and the offline
    ``DIR/report.html`` (`larpanda.viz.report`); skipped when no step ran and both files exist.
 
+Steps 2-4 run in ``jobs`` worker processes (default: 2 on a machine with 2 or more usable cores), each
+with its share of the cores' threads: the rows that need no pretrained backbone (scratch, UResNet) run
+beside the pretraining, the others once it is done. Small models use two threads poorly, so two
+one-thread jobs on 2 cores finish the same steps sooner than one two-thread job (docs/benchmarks.md "Demo").
+
 Every training step goes through the same in-process command-line parser as the user's commands (so the
 demo exercises exactly what the README documents) and evaluation through the Python API. Budgets on 2 CPU
 cores: default ≤ 15 min, ``--quick`` ≤ 3 min (the sizes are in ``configs/demo/{default,quick}.yaml``;
@@ -23,6 +28,7 @@ measured per-step times in docs/benchmarks.md "Demo").
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -83,10 +89,11 @@ class Demo:
             return done
         _log(f"{name}: running")
         self.steps_run += 1
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, started = time.perf_counter(), time.process_time(), time.time()
         res = fn() or {}
         res["wall_s"] = time.perf_counter() - t0
         res["cpu_s"] = time.process_time() - c0  # all threads of this process (> wall_s when threads run in parallel)
+        res["started"], res["finished"] = started, time.time()  # epoch s: steps of parallel jobs overlap
         atomic_write_json(marker, res)
         _log(f"{name}: finished in {res['wall_s']:.1f} s (cpu {res['cpu_s']:.1f} s)")
         return res
@@ -101,6 +108,27 @@ class Demo:
     @property
     def backbone(self) -> Path:
         return self.out / "pretrain" / "backbone"
+
+    def plan(self, kind: str, arg=None):
+        """(name, marker, fn) of one step: ``kind`` "pretrain", "semantic" (``arg`` = (mode, fraction)) or
+        "panoptic" (``arg`` = level)."""
+        if kind == "pretrain":
+            return "pretrain", self.out / "pretrain" / "done.json", self.pretrain
+        if kind == "semantic":
+            mode, frac = arg
+            return (f"semantic {mode} @ {100 * frac:g} %", self.out / "semantic" / f"{mode}_{frac:g}" / "result.json",
+                    lambda: self.semantic(mode, frac))
+        return f"panoptic {arg}", self.out / "panoptic" / arg / "result.json", lambda: self.panoptic(arg)
+
+    def tasks(self) -> list[tuple[str, object, bool]]:
+        """(kind, arg, needs the pretrained backbone) of steps 2-4, longest first within each group (the
+        100 % rows and the detector take longest), pretraining first."""
+        from .tasks.study import PRETRAINED_MODES
+
+        sem = sorted(self.semantic_runs(), key=lambda r: -r[1])
+        return ([("pretrain", None, False)] + [("semantic", r, False) for r in sem if r[0] not in PRETRAINED_MODES]
+                + [("panoptic", lv, True) for lv in self.cfg.get("panoptic", {}).get("levels", ["particle"])]
+                + [("semantic", r, True) for r in sem if r[0] in PRETRAINED_MODES])
 
     # ------------------------------------------------------------------------------------- steps
     def simulate(self) -> dict:
@@ -277,8 +305,73 @@ class Demo:
         return runs
 
 
-def run_demo(out, quick: bool = False, config=None, overrides=None, workers: int = 1, quiet: bool = True) -> dict:
-    """Run (or resume) the demo in ``out``; returns the results dict (also ``out/results.json``).
+def _init_job(threads: int) -> None:
+    """Worker process of `run_steps`: its share of the cores."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _job_step(out, cfg, workers, quiet, kind, arg):
+    demo = Demo(out, cfg, workers=workers, quiet=quiet)
+    return demo.step(*demo.plan(kind, arg)), demo.steps_run
+
+
+def run_steps(demo: Demo, jobs: int = 1, threads: int = 1) -> dict:
+    """Run `Demo.tasks` (each skipped when its marker exists); returns {(kind, arg): row}. With ``jobs`` > 1,
+    in that many spawned worker processes of ``threads`` torch threads each; the steps that need the
+    pretrained backbone are submitted once the pretraining is done."""
+    tasks = demo.tasks()
+    if jobs <= 1:
+        return {(k, a): demo.step(*demo.plan(k, a)) for k, a, _ in tasks}
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    rows = {}
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_job,
+                             initargs=(threads,)) as pool:
+        def submit(task):
+            return pool.submit(_job_step, demo.out, demo.cfg, demo.workers, demo.quiet, task[0], task[1])
+
+        pending = {submit(t): t for t in tasks if not t[2]}
+        later = [t for t in tasks if t[2]]
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                kind, arg, _ = pending.pop(fut)
+                rows[(kind, arg)], ran = fut.result()
+                demo.steps_run += ran
+                if kind == "pretrain":
+                    pending.update({submit(t): t for t in later})
+    return rows
+
+
+def wall_of_steps(rows) -> float:
+    """Seconds during which at least one step ran: the union of the steps' [started, finished] intervals
+    (steps of parallel jobs overlap; a step recorded without them counts its ``wall_s``)."""
+    spans = sorted((r["started"], r["finished"]) for r in rows if "started" in r and "finished" in r)
+    total, end = sum(float(r["wall_s"]) for r in rows if "started" not in r or "finished" not in r), float("-inf")
+    for a, b in spans:
+        total += max(0.0, b - max(a, end))
+        end = max(end, b)
+    return total
+
+
+def job_plan(jobs: int | None = None) -> tuple[int, int]:
+    """(jobs, torch threads per job): by default 2 jobs when 2 or more cores are usable (more jobs gain
+    little: half of the steps wait for the pretraining), else 1; the usable cores shared between them."""
+    from .threads import usable_cpus
+
+    n = max(1, usable_cpus()[0])
+    jobs = (2 if n >= 2 else 1) if jobs is None else max(1, int(jobs))
+    return jobs, max(1, n // jobs)
+
+
+def run_demo(out, quick: bool = False, config=None, overrides=None, workers: int = 1, quiet: bool = True,
+             jobs: int | None = None) -> dict:
+    """Run (or resume) the demo in ``out``; returns the results dict (also ``out/results.json``). ``jobs``:
+    worker processes for the training steps (None: `job_plan`).
 
     A call that finds every step done (and ``results.json`` + ``report.html`` written) re-runs nothing and
     returns the stored results."""
@@ -290,28 +383,17 @@ def run_demo(out, quick: bool = False, config=None, overrides=None, workers: int
     cfg = apply_overrides(cfg, overrides)
     demo = Demo(out, cfg, workers=workers, quiet=quiet)
     save_config(cfg, demo.out / "demo_config.yaml")
-    timings: dict[str, float] = {}
-    cpu: dict[str, float] = {}
+    jobs, threads = job_plan(jobs)
 
-    def record(name, row):
-        timings[name] = row["wall_s"]
-        if "cpu_s" in row:
-            cpu[name] = row["cpu_s"]
-        return row
-
-    record("simulate", demo.step("simulate", demo.data / "done.json", demo.simulate))
-    record("pretrain", demo.step("pretrain", demo.out / "pretrain" / "done.json", demo.pretrain))
-
-    semantic = []
-    for mode, frac in demo.semantic_runs():
-        name = f"semantic {mode} @ {100 * frac:g} %"
-        semantic.append(record(name, demo.step(name, demo.out / "semantic" / f"{mode}_{frac:g}" / "result.json",
-                                               lambda m=mode, f=frac: demo.semantic(m, f))))
-
-    panoptic = []
-    for level in cfg.get("panoptic", {}).get("levels", ["particle"]):
-        panoptic.append(record(f"panoptic {level}", demo.step(f"panoptic {level}", demo.out / "panoptic" / level / "result.json",
-                                                              lambda lv=level: demo.panoptic(lv))))
+    rows = {("simulate", None): demo.step("simulate", demo.data / "done.json", demo.simulate)}
+    rows.update(run_steps(demo, jobs, threads))
+    names = {key: demo.plan(*key)[0] for key in rows if key[0] != "simulate"} | {("simulate", None): "simulate"}
+    order = [("simulate", None), ("pretrain", None)] + [("semantic", r) for r in demo.semantic_runs()] + [
+        ("panoptic", lv) for lv in cfg.get("panoptic", {}).get("levels", ["particle"])]
+    timings = {names[k]: rows[k]["wall_s"] for k in order}
+    cpu = {names[k]: rows[k]["cpu_s"] for k in order if "cpu_s" in rows[k]}
+    semantic = [rows[k] for k in order if k[0] == "semantic"]
+    panoptic = [rows[k] for k in order if k[0] == "panoptic"]
 
     stored = _read_json(demo.out / "results.json")
     if demo.steps_run == 0 and stored is not None and (demo.out / "report.html").exists():
@@ -323,6 +405,8 @@ def run_demo(out, quick: bool = False, config=None, overrides=None, workers: int
         "panoptic": panoptic,
         "timings_s": timings,
         "timings_cpu_s": cpu,
+        "jobs": jobs,
+        "threads_per_job": threads if jobs > 1 else None,
         "versions": sections.versions(),
         "machine": sections.machine_info(),
         "config": cfg,
@@ -332,12 +416,13 @@ def run_demo(out, quick: bool = False, config=None, overrides=None, workers: int
     t0, c0 = time.perf_counter(), time.process_time()
     _log("report: building")
     events = demo.display_events(results)
+    steps_wall = wall_of_steps(rows.values())
     timings["report"] = time.perf_counter() - t0  # the page's table shows the displays' share; results.json the total
-    results["wall_s"] = sum(timings.values())
+    results["wall_s"] = steps_wall + timings["report"]
     report.build_report(results, demo.out / "report.html", events=events, extras={"runs": demo.runs_for_curves()})
     timings["report"] = time.perf_counter() - t0
     cpu["report"] = time.process_time() - c0
-    results["wall_s"] = sum(timings.values())
+    results["wall_s"] = steps_wall + timings["report"]
     results["wall_s_this_call"] = time.perf_counter() - t_start
     atomic_write_json(demo.out / "results.json", results)
     _log(f"report: {demo.out / 'report.html'}  (total {results['wall_s']:.0f} s of steps, "

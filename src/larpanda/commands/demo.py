@@ -13,6 +13,9 @@ def add_parser(sub):
     p.add_argument("--out", required=True, help="output directory (created; finished steps are kept)")
     p.add_argument("--quick", action="store_true", help="small sizes (configs/demo/quick.yaml)")
     p.add_argument("--workers", type=int, default=1, help="processes for the simulator (default 1)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="training steps run side by side in N processes sharing the cores (default: 2 when 2 or "
+                   "more cores are usable, else 1)")
     p.add_argument("--config", default=None, help="demo config preset or YAML (default: default or quick)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V",
                    help="override a demo config key, e.g. --set simulate.train=100 (repeatable)")
@@ -25,6 +28,6 @@ def run(args):
     from ..demo import run_demo
 
     res = run_demo(args.out, quick=args.quick, config=args.config, overrides=args.overrides, workers=args.workers,
-                   quiet=not args.verbose)
+                   quiet=not args.verbose, jobs=args.jobs)
     print(f"results: {args.out}/results.json  report: {args.out}/report.html  ({res['wall_s']:.0f} s)")
     return 0

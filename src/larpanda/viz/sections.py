@@ -381,6 +381,9 @@ def summary_section(results: dict) -> Section:
         rows = [[html.escape(k), f"{float(v):.1f}", f"{100 * float(v) / max(total, 1e-9):.0f} %"]
                 for k, v in t.items() if isinstance(v, (int, float))]
         rows.append(["<b>total</b>", f"<b>{total:.1f}</b>", ""])
+        jobs = results.get("jobs") or 1
+        if jobs > 1 and results.get("wall_s"):
+            rows.append([f"<b>wall clock</b> ({jobs} jobs side by side)", f"<b>{float(results['wall_s']):.1f}</b>", ""])
         parts.append(f"<div><h3>Wall time per step (s)</h3>{_table(['step', 's', 'share'], rows, 'num')}</div>")
     side = []
     if results.get("versions"):
