@@ -63,8 +63,8 @@ class _SameLabelFragments(nn.Module):  # fragment nodes [mean h, ...]: join frag
         return x, logit, pid
 
 
-def _hand_head(k=3, join_fragments=True, refine=False):
-    head = GraphHead(in_channels=k, level="particle", hidden=k, refine=refine)
+def _hand_head(k=3, join_fragments=True):
+    head = GraphHead(in_channels=k, level="particle", hidden=k)
     head.point = _Take(k)
     head.motif = nn.Linear(k, 5)
     with torch.no_grad():
@@ -106,17 +106,11 @@ def test_hand_scored_head_separates_touching_tracks_and_bridges_the_gap():
     # without the fragment stage the gapped track C stays in two pieces: the gap is bridged by stage 2
     out = _hand_head(join_fragments=False)(feat, point)
     assert len(np.unique(out["particle_of_thing"].numpy())) == 4
-    # ... and a refinement stage that joins groups of one label bridges it over the fragment stage's output
-    head = _hand_head(join_fragments=False, refine=True)
-    head.refine = _SameLabelFragments(3)
-    out = head(feat, point)
-    assert out["refine_edges"].shape[1] > 0
-    np.testing.assert_array_equal(_partition(out["particle_of_thing"].numpy()), _partition(label))
 
 
 def test_batch_equals_event_by_event():
     torch.manual_seed(0)
-    head = GraphHead(in_channels=3, level="interaction", hidden=16, refine=True).eval()
+    head = GraphHead(in_channels=3, level="interaction", hidden=16).eval()
     with torch.no_grad():
         head.voxel_edge[2].bias.fill_(1.0)  # keep most voxel edges: a few fragments per track
     pos, label = _tracks()
@@ -151,10 +145,9 @@ def event(fixtures_dir):
     return _fixture_event(fixtures_dir)
 
 
-def _graph_model(level="particle", refine=False):
+def _graph_model(level="particle"):
     torch.manual_seed(0)
-    m = PanopticModel(load_config("tiny", "model"), level=level, mode="decoder", head="graph",
-                      graph=dict(hidden=16, refine=refine))
+    m = PanopticModel(load_config("tiny", "model"), level=level, mode="decoder", head="graph", graph=dict(hidden=16))
     with torch.no_grad():
         m.decoder.voxel_edge[2].bias.fill_(5.0)
     return m.eval()
@@ -185,8 +178,8 @@ def test_predictions_align_with_raw_rows_and_led_is_stuff(event, fixtures_dir, o
 def test_training_reduces_loss_and_config_round_trips(event, one_thread):
     from larpanda.tasks.panoptic import model_from_config
 
-    for level, refine in (("particle", False), ("interaction", False), ("particle", True)):
-        m = _graph_model(level, refine).train()
+    for level in ("particle", "interaction"):
+        m = _graph_model(level).train()
         batch = collate([prepare(event)])
         opt = torch.optim.AdamW([p for p in m.decoder.parameters()], lr=3e-3)
         first = None
@@ -194,7 +187,6 @@ def test_training_reduces_loss_and_config_round_trips(event, one_thread):
             loss, logs = m.training_step(batch, 0)
             assert {"loss_motif", "loss_voxel_edge", "loss_fragment_edge", "loss_pid"} <= set(logs)
             assert ("loss_interaction_edge" in logs) == (level == "interaction")
-            assert ("loss_refine_edge" in logs) == refine
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -35,7 +35,7 @@ from .postprocess_settings import GRAPH_KEYS, GRAPH_THRESHOLDS
 
 DEFAULTS = dict(radius=1.8, hidden=64, layers=3, knn=8, samples=16, edge_threshold=0.5, fragment_threshold=0.5,
                 interaction_threshold=0.5, min_points=3, predicted_cuts=True, endpoint_features=True,
-                local_directions=True, refine=False, refine_threshold=0.5)
+                local_directions=True)
 NUM_MOTIF, NUM_PID = 5, 5
 GEOMETRY = 1 + 3 + 6 + 3 + 1  # `cluster_geometry`: log size, centroid, axis⊗axis, spread, energy
 NODE_GEOMETRY = NUM_MOTIF + GEOMETRY  # + mean motif probabilities
@@ -240,24 +240,21 @@ class GraphHead(nn.Module):
     def __init__(self, in_channels: int, level: str = "particle", radius: float = 1.8, hidden: int = 64,
                  layers: int = 3, knn: int = 8, samples: int = 16, edge_threshold: float = 0.5,
                  fragment_threshold: float = 0.5, interaction_threshold: float = 0.5, min_points: int = 3,
-                 predicted_cuts: bool = True, endpoint_features: bool = True, local_directions: bool = True,
-                 refine: bool = False, refine_threshold: float = 0.5):
+                 predicted_cuts: bool = True, endpoint_features: bool = True, local_directions: bool = True):
         super().__init__()
         self.predicted_cuts, self.endpoints = bool(predicted_cuts), bool(endpoint_features)
         self.local = self.endpoints and bool(local_directions)
         edge_in = edge_width(self.endpoints, self.local)
         self.post = {}
         self.set_post(edge_threshold=edge_threshold, fragment_threshold=fragment_threshold,
-                      refine_threshold=refine_threshold, interaction_threshold=interaction_threshold,
-                      min_points=min_points)
+                      interaction_threshold=interaction_threshold, min_points=min_points)
         self.level, self.radius, self.knn, self.samples = level, float(radius), int(knn), int(samples)
         self.point = nn.Sequential(nn.LayerNorm(in_channels + 1), _mlp(in_channels + 1, hidden, hidden))
         self.motif = nn.Linear(hidden, NUM_MOTIF)
         self.voxel_edge = _mlp(2 * hidden + 2, hidden, 1)
         self.fragment = GraphNet(2 * hidden + NODE_GEOMETRY, edge_in, hidden, layers, NUM_PID)
-        group_in = hidden + NODE_GEOMETRY + NUM_PID  # `_group` nodes: fragment states, PID, geometry
-        self.refine = GraphNet(group_in, edge_in, hidden, layers) if refine else None
-        self.particle = GraphNet(group_in, edge_in, hidden, layers) if level == "interaction" else None
+        self.particle = (GraphNet(hidden + NODE_GEOMETRY + NUM_PID, edge_in, hidden, layers)  # `_group` nodes
+                         if level == "interaction" else None)
 
     def _clusters(self, pos, energy, seg, num, batch):
         """Geometry (num, 14) and the k-nearest-cluster graph of clusters ``seg`` of the thing points."""
@@ -286,7 +283,7 @@ class GraphHead(nn.Module):
         return dict(cur)
 
     def _keep(self, logits, target, stage: int):
-        """Edges kept at ``stage`` (0 voxels, 1 fragments, 2 refinement, 3 particles): at inference (``target`` None) those
+        """Edges kept at ``stage`` (0 voxels, 1 fragments, 2 particles): at inference (``target`` None) those
         scored above the stage's threshold; in training the true ones, also cut where the head's own score
         is below its threshold with ``predicted_cuts`` (the next stage then learns to repair the
         over-segmentation it meets at inference; parts of different particles are never joined)."""
@@ -336,17 +333,13 @@ class GraphHead(nn.Module):
             out["fragment_target"] = fpart[fedges[0]] == fpart[fedges[1]]
             out["pid_target"] = truth["segment_pid"][idx][first]
         part_of_frag = connected_components(nf, fedges[:, self._keep(out["fragment_logits"], out.get("fragment_target"), 1)])
-        part_truth = part_pt if truth is not None else None
-        if self.refine is not None:  # particles of particles: a second pass with whole-particle geometry
-            part_of_frag = self._group(self.refine, xf, out, pp, energy[idx], frag, part_of_frag, pb, part_truth,
-                                       2, "refine")[part_of_frag]
         npart = int(part_of_frag.max()) + 1 if nf else 0
         part = part_of_frag[frag]
         out.update(particle_of_thing=part, particle_pid=self._particle_pid(out, part_of_frag, npart))
         if self.particle is not None:
             inter_truth = truth["instance_interaction"][idx] if truth is not None else None
             out["interaction_of_thing"] = self._group(self.particle, xf, out, pp, energy[idx], frag, part_of_frag,
-                                                      pb, inter_truth, 3, "interaction")[part]
+                                                      pb, inter_truth, 2, "interaction")[part]
         return out
 
     @staticmethod
@@ -392,10 +385,9 @@ class GraphHead(nn.Module):
             w = torch.log1p(out["fragment_size"][ok].float())
             ce = F.cross_entropy(out["pid_logits"][ok], out["pid_target"][ok], reduction="none")
             parts["pid"] = (ce * w).sum() / w.sum()
-        for name in ("refine", "interaction"):
-            if f"{name}_logits" in out:
-                parts[f"{name}_edge"] = balanced_bce(out[f"{name}_logits"], out[f"{name}_target"],
-                                                     size_weight(out[f"{name}_edges"], out[f"{name}_size"]))
+        if "interaction_logits" in out:
+            parts["interaction_edge"] = balanced_bce(out["interaction_logits"], out["interaction_target"],
+                                                     size_weight(out["interaction_edges"], out["interaction_size"]))
         total = sum(parts.values())
         return total, {f"loss_{k}": float(v.detach()) for k, v in parts.items()} | {"loss": float(total.detach())}
 

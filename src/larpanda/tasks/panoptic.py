@@ -242,7 +242,7 @@ class PanopticModel(nn.Module):
     def set_postprocess(self, **values) -> dict:
         """Update the post-processing settings (``post_cfg``, checked by `postprocess.settings`) used by
         `predict`, `infer` and evaluation; returns them. The graph head has its own (`GraphHead.set_post`:
-        ``edge_threshold``, ``fragment_threshold``, ``refine_threshold``, ``interaction_threshold``, ``min_points``)."""
+        ``edge_threshold``, ``fragment_threshold``, ``interaction_threshold``, ``min_points``)."""
         if self.head == "graph":
             return self.decoder.set_post(**values)
         self.post_cfg = post_settings(values, base=self.post_cfg)
@@ -331,9 +331,8 @@ def model_from_config(cfg: dict) -> PanopticModel:
 def _saved_graph_kwargs(graph: dict | None) -> dict | None:
     """A saved graph head's settings; heads saved before the endpoint edge features (commit b0c2417 and
     earlier) have no ``endpoint_features`` key and were built without them, heads saved before the local
-    directions (commit e3b2ef9 and earlier) no ``local_directions`` key, and none before the particle
-    refinement stage had it."""
-    return None if graph is None else {"endpoint_features": False, "local_directions": False, "refine": False, **graph}
+    directions (commit e3b2ef9 and earlier) no ``local_directions`` key."""
+    return None if graph is None else {"endpoint_features": False, "local_directions": False, **graph}
 
 
 # ------------------------------------------------------------------------------------------- runs

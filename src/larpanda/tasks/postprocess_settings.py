@@ -62,9 +62,9 @@ def _typed(key: str, raw):
     return float(raw)
 
 
-# The graph head's settings (docs/model.md §4.8): the score thresholds of its stages, in stage order (voxels,
-# fragments, the optional particle refinement, particles into interactions), and the smallest instance it keeps.
-GRAPH_KEYS = ("edge_threshold", "fragment_threshold", "refine_threshold", "interaction_threshold", "min_points")
+# The graph head's settings (docs/model.md §4.8): the score thresholds of its three stages, in stage order,
+# and the smallest instance it keeps.
+GRAPH_KEYS = ("edge_threshold", "fragment_threshold", "interaction_threshold", "min_points")
 GRAPH_THRESHOLDS = GRAPH_KEYS[:-1]
 
 
