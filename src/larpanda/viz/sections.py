@@ -246,6 +246,10 @@ def panoptic_section(rows) -> Section | None:
                 desc += f", {html.escape(str(r['head']))} head"
             if r.get("label_fraction") is not None:
                 desc += f", {_frac_label(r['label_fraction'])} labels"
+            if r.get("steps") is not None:
+                desc += f", {int(r['steps'])} steps"
+                if r.get("best_step") not in (None, r["steps"]):
+                    desc += f" (best val at {int(r['best_step'])})"
             desc += "</span>"
         body.append([desc] + [_num(r.get(k)) for k, _ in keys])
     # the table spans the section (ten columns do not fit half of it); the PID confusion goes below
