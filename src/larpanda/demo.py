@@ -110,8 +110,10 @@ class Demo:
         return self.out / "pretrain" / "backbone"
 
     def plan(self, kind: str, arg=None):
-        """(name, marker, fn) of one step: ``kind`` "pretrain", "semantic" (``arg`` = (mode, fraction)) or
-        "panoptic" (``arg`` = level)."""
+        """(name, marker, fn) of one step: ``kind`` "simulate", "pretrain", "semantic" (``arg`` = (mode,
+        fraction)) or "panoptic" (``arg`` = level)."""
+        if kind == "simulate":
+            return "simulate", self.data / "done.json", self.simulate
         if kind == "pretrain":
             return "pretrain", self.out / "pretrain" / "done.json", self.pretrain
         if kind == "semantic":
@@ -127,7 +129,7 @@ class Demo:
 
         sem = sorted(self.semantic_runs(), key=lambda r: -r[1])
         return ([("pretrain", None, False)] + [("semantic", r, False) for r in sem if r[0] not in PRETRAINED_MODES]
-                + [("panoptic", lv, True) for lv in self.cfg.get("panoptic", {}).get("levels", ["particle"])]
+                + [("panoptic", lv, True) for lv in self.panoptic_levels()]
                 + [("semantic", r, True) for r in sem if r[0] in PRETRAINED_MODES])
 
     # ------------------------------------------------------------------------------------- steps
@@ -170,6 +172,9 @@ class Demo:
         for extra in sc.get("extra") or []:
             runs.append((extra["mode"], float(extra["label_fraction"])))
         return runs
+
+    def panoptic_levels(self) -> list[str]:
+        return list(self.cfg.get("panoptic", {}).get("levels", ["particle"]))
 
     def semantic(self, mode: str, frac: float) -> dict:
         from .tasks.study import PRETRAINED_MODES, semantic_row, semantic_run
@@ -385,11 +390,11 @@ def run_demo(out, quick: bool = False, config=None, overrides=None, workers: int
     save_config(cfg, demo.out / "demo_config.yaml")
     jobs, threads = job_plan(jobs)
 
-    rows = {("simulate", None): demo.step("simulate", demo.data / "done.json", demo.simulate)}
+    rows = {("simulate", None): demo.step(*demo.plan("simulate"))}
     rows.update(run_steps(demo, jobs, threads))
-    names = {key: demo.plan(*key)[0] for key in rows if key[0] != "simulate"} | {("simulate", None): "simulate"}
     order = [("simulate", None), ("pretrain", None)] + [("semantic", r) for r in demo.semantic_runs()] + [
-        ("panoptic", lv) for lv in cfg.get("panoptic", {}).get("levels", ["particle"])]
+        ("panoptic", lv) for lv in demo.panoptic_levels()]
+    names = {k: demo.plan(*k)[0] for k in order}
     timings = {names[k]: rows[k]["wall_s"] for k in order}
     cpu = {names[k]: rows[k]["cpu_s"] for k in order if "cpu_s" in rows[k]}
     semantic = [rows[k] for k in order if k[0] == "semantic"]
