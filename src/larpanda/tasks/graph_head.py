@@ -253,7 +253,7 @@ class GraphHead(nn.Module):
         self.motif = nn.Linear(hidden, NUM_MOTIF)
         self.voxel_edge = _mlp(2 * hidden + 2, hidden, 1)
         self.fragment = GraphNet(2 * hidden + NODE_GEOMETRY, edge_in, hidden, layers, NUM_PID)
-        self.particle = (GraphNet(hidden + NODE_GEOMETRY + NUM_PID, edge_in, hidden, layers)  # `_group` nodes
+        self.particle = (GraphNet(hidden + NODE_GEOMETRY + NUM_PID, edge_in, hidden, layers)  # `_interactions` nodes
                          if level == "interaction" else None)
 
     def _clusters(self, pos, energy, seg, num, batch):
@@ -335,38 +335,31 @@ class GraphHead(nn.Module):
         part_of_frag = connected_components(nf, fedges[:, self._keep(out["fragment_logits"], out.get("fragment_target"), 1)])
         npart = int(part_of_frag.max()) + 1 if nf else 0
         part = part_of_frag[frag]
-        out.update(particle_of_thing=part, particle_pid=self._particle_pid(out, part_of_frag, npart))
+        w = torch.log1p(out["fragment_size"].float())[:, None]  # a particle's PID: its fragments', weighted by log(1 + size)
+        pid_prob = segment_sum(out["pid_logits"].softmax(1) * w, part_of_frag, npart)
+        out.update(particle_of_thing=part, particle_pid=pid_prob / pid_prob.sum(1, keepdim=True).clamp(min=1e-9))
         if self.particle is not None:
             inter_truth = truth["instance_interaction"][idx] if truth is not None else None
-            out["interaction_of_thing"] = self._group(self.particle, xf, out, pp, energy[idx], frag, part_of_frag,
-                                                      pb, inter_truth, 2, "interaction")[part]
+            out["interaction_of_thing"] = self._interactions(xf, prob[idx], out, pp, energy[idx], part, part_of_frag,
+                                                             npart, pb, inter_truth)[part]
         return out
 
-    @staticmethod
-    def _particle_pid(out, part_of_frag, npart):
-        """(npart, 5) PID probabilities of each particle: its fragments' weighted by log(1 + size)."""
-        w = torch.log1p(out["fragment_size"].float())[:, None]
-        pid = segment_sum(out["pid_logits"].softmax(1) * w, part_of_frag, npart)
-        return pid / pid.sum(1, keepdim=True).clamp(min=1e-9)
-
-    def _group(self, net, xf, out, pos, energy, frag, group_of_frag, batch, truth_ids, stage: int, name: str):
-        """Score "same ``truth_ids``" over the k-nearest graph of the groups of fragments ``group_of_frag``
-        (F,) with ``net`` (nodes: mean fragment state ``xf``, PID, mean motif probabilities, geometry);
-        writes ``{name}_logits``/``_edges``/``_size`` (and ``_target`` with ``truth_ids`` (n_thing,)) into
-        ``out`` and returns the group of each group: components of the kept edges (`_keep` at ``stage``)."""
-        num = int(group_of_frag.max()) + 1 if len(group_of_frag) else 0
-        seg = group_of_frag[frag]
-        geo, edges, efeat = self._clusters(pos, energy, seg, num, batch)
-        prob = out["motif_logits"][out["thing"]].softmax(1)
-        node = torch.cat([segment_mean(xf, group_of_frag, num), self._particle_pid(out, group_of_frag, num),
-                          segment_mean(prob, seg, num), geo], 1)
-        _, logits, _ = net(node, efeat, edges)
-        out[f"{name}_logits"], out[f"{name}_edges"], out[f"{name}_size"] = logits, edges, torch.bincount(seg, minlength=num)
+    def _interactions(self, xf, prob, out, pos, energy, part, part_of_frag, npart, batch, truth_ids):
+        """Stage 3: score "same interaction" over the k-nearest graph of the ``npart`` particles (``part``
+        (n_thing,), ``part_of_frag`` (F,)) with ``self.particle`` (nodes: mean fragment state ``xf``, PID,
+        mean motif probabilities ``prob`` (n_thing, 5), geometry); writes ``interaction_logits``/``_edges``/
+        ``_size`` (and ``_target`` with ``truth_ids`` (n_thing,)) into ``out``; returns the interaction of
+        each particle: components of the kept edges."""
+        geo, edges, efeat = self._clusters(pos, energy, part, npart, batch)
+        node = torch.cat([segment_mean(xf, part_of_frag, npart), out["particle_pid"],
+                          segment_mean(prob, part, npart), geo], 1)
+        _, logits, _ = self.particle(node, efeat, edges)
+        out.update(interaction_logits=logits, interaction_edges=edges, interaction_size=torch.bincount(part, minlength=npart))
         target = None
         if truth_ids is not None:
-            t = truth_ids[_member_row(seg, num)]
-            target = out[f"{name}_target"] = t[edges[0]] == t[edges[1]]
-        return connected_components(num, edges[:, self._keep(logits, target, stage)])
+            t = truth_ids[_member_row(part, npart)]
+            target = out["interaction_target"] = t[edges[0]] == t[edges[1]]
+        return connected_components(npart, edges[:, self._keep(logits, target, 2)])
 
     def loss(self, out: dict):
         """(loss, logs): motif CE + balanced BCE of the voxel, fragment (and particle) edges + PID CE of the
