@@ -234,7 +234,8 @@ class Demo:
         row = {"level": level, "mode": mode, "head": model.head, "label_fraction": frac, "pretrained": mode != "scratch",
                "run": str(run.relative_to(self.out)), "train_s": train_s, "eval_s": time.perf_counter() - t0,
                "labelled_events": summary["run"].get("labelled_events"), "steps": summary["fit"]["step"],
-               "best_step": (summary["fit"].get("best") or {}).get("step")}
+               "best_step": (summary["fit"].get("best") or {}).get("step"),
+               "best_metric": (summary["fit"].get("best") or {}).get("metric")}
         for k in ("ari", "f1", "precision", "recall", "pq", "sq", "rq", "matched_iou", "pq_std", "pid_accuracy",
                   "pid_confusion", "forward_s_per_event", "postprocess_s_per_event", "num_events"):
             if k in m:

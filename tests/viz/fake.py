@@ -28,7 +28,7 @@ def fake_results() -> dict:
         "semantic": rows,
         "panoptic": [{"level": "particle", "mode": "decoder", "label_fraction": 1.0, "ari": 0.83, "f1": 0.74,
                       "precision": 0.78, "recall": 0.71, "pq": 0.55, "sq": 0.80, "rq": 0.69,
-                      "steps": 480, "best_step": 300, "pid_confusion": pid.tolist()}],
+                      "steps": 480, "best_step": 300, "best_metric": "pq", "pid_confusion": pid.tolist()}],
         "timings_s": {"simulate": 12.3, "pretrain": 301.0, "semantic": 250.2, "panoptic": 120.0, "report": 4.0},
         "versions": {"larpanda": "0.1.0", "torch": "2.13.0"},
         "machine": {"cpu_count": 2},

@@ -42,7 +42,7 @@ def test_sections_and_numbers(page):
     assert f"{100 * lin['mIoU']:.1f}" in html
     assert f"{100 * (lin['mIoU'] - scr['mIoU']):+.1f}" in html  # the headline delta
     assert "0.830" in html  # particle ARI
-    assert "480 steps (best val at 300)" in html  # how long the detector trained, and the model kept
+    assert "480 steps (best val PQ at 300)" in html  # how long the detector trained, and the model kept (by which metric)
     for div in ("label-efficiency-plot", "ev0-truth-semantic", "ev0-pred-semantic", "ev0-truth-particle",
                 "ev0-truth-interaction", "ev0-energy", "pca0"):
         assert f'id="{div}"' in html, div

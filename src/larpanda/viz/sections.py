@@ -249,7 +249,8 @@ def panoptic_section(rows) -> Section | None:
             if r.get("steps") is not None:
                 desc += f", {int(r['steps'])} steps"
                 if r.get("best_step") not in (None, r["steps"]):
-                    desc += f" (best val at {int(r['best_step'])})"
+                    by = f" {str(r['best_metric']).upper()}" if r.get("best_metric") else ""
+                    desc += f" (best val{by} at {int(r['best_step'])})"
             desc += "</span>"
         body.append([desc] + [_num(r.get(k)) for k, _ in keys])
     # the table spans the section (ten columns do not fit half of it); the PID confusion goes below
