@@ -226,6 +226,7 @@ class Demo:
         t0 = time.perf_counter()
         run_cli(argv)
         summary = _finished_run(run)
+        best = summary["fit"].get("best") or {}
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         model = load_task_model(run / "weights", "panoptic")
@@ -234,8 +235,7 @@ class Demo:
         row = {"level": level, "mode": mode, "head": model.head, "label_fraction": frac, "pretrained": mode != "scratch",
                "run": str(run.relative_to(self.out)), "train_s": train_s, "eval_s": time.perf_counter() - t0,
                "labelled_events": summary["run"].get("labelled_events"), "steps": summary["fit"]["step"],
-               "best_step": (summary["fit"].get("best") or {}).get("step"),
-               "best_metric": (summary["fit"].get("best") or {}).get("metric")}
+               "best_step": best.get("step"), "best_metric": best.get("metric")}
         for k in ("ari", "f1", "precision", "recall", "pq", "sq", "rq", "matched_iou", "pq_std", "pid_accuracy",
                   "pid_confusion", "forward_s_per_event", "postprocess_s_per_event", "num_events"):
             if k in m:
