@@ -255,3 +255,37 @@ def test_local_directions_follow_a_curved_track_where_its_axis_does_not():
     f = feat[0]
     assert f[7] < 0.85  # min over the ends of |axis · gap|: the arc's axis is oblique
     assert torch.all(f[9:] > 0.97), f[9:]  # local directions agree with each other and with the gap
+
+
+def test_wrong_joins_are_weighted_by_the_true_particles_they_would_merge():
+    """Fragments: a one-voxel piece of an 80-voxel shower (0), a 40-voxel track (1), the rest of the shower
+    (2), a one-voxel particle of its own (3). Joining 0 to 1 would merge the shower and the track: with
+    ``join_weight="particle"`` that edge weighs log(1 + 40), not log(1 + 1)."""
+    from larpanda.tasks.graph_head import edge_weights
+
+    edges = torch.tensor([[0, 0, 2], [1, 2, 3]])
+    size, truth_size = torch.tensor([1, 40, 79, 1]), torch.tensor([80, 40, 80, 1])
+    target = torch.tensor([False, True, False])
+    expect = torch.log1p(torch.tensor([40.0, 1.0, 1.0]))
+    torch.testing.assert_close(edge_weights(edges, size, target, truth_size, "particle"), expect)
+    torch.testing.assert_close(edge_weights(edges, size, target, truth_size, "fragment"), torch.log1p(torch.ones(3)))
+
+
+def test_training_outputs_carry_the_true_cluster_sizes_per_event():
+    """Two events in one batch reuse particle ids 0..2: each fragment's true size is that of its own
+    event's particle (the three tracks of `_tracks`, 21 / 20 / 22 voxels; the second event every other
+    voxel)."""
+    pos, label = _tracks()
+    events = [pos, pos[::2]]
+    labels = [label, label[::2]]
+    point = _point(events)
+    feat = torch.cat([torch.nn.functional.one_hot(torch.as_tensor(lab), 3).float() for lab in labels])
+    ids = torch.as_tensor(np.concatenate(labels)).long()
+    truth = {"instance_particle": ids, "instance_interaction": torch.zeros_like(ids),
+             "segment_motif": torch.ones_like(ids), "segment_pid": torch.full_like(ids, MUON)}
+    out = _hand_head()(feat, point, truth)
+    frag = out["fragment_of_thing"]
+    expect = torch.as_tensor([np.bincount(lab)[lab] for lab in labels][0].tolist() + np.bincount(labels[1])[labels[1]].tolist())
+    first = torch.zeros(int(frag.max()) + 1, dtype=torch.long).scatter_(0, frag, torch.arange(len(frag)))
+    torch.testing.assert_close(out["fragment_truth_size"], expect[first])
+    assert set(out["fragment_truth_size"].tolist()) == {21, 20, 22, 11, 10}

@@ -35,15 +35,15 @@ def test_tiny_uresnet_overfits_few_events(one_thread):
 
 
 def test_cpu_long_budget_trains_the_uresnet_that_fits_it():
-    """`--mode uresnet --config cpu-long` builds uresnet-small (depth 6, the hour-on-one-core model of
+    """`--mode uresnet --config cpu-long` builds uresnet-deep (depth 7, the hour-on-one-core model of
     docs/benchmarks.md), not SPINE's uresnet-base; `--set uresnet.preset=...` still chooses."""
     from larpanda.nn.uresnet import PRESETS
     from larpanda.tasks.common import load_task_config
     from larpanda.tasks.semantic import build_semantic_model
 
     budget = build_semantic_model("uresnet", load_task_config("semantic", "cpu-long", default="uresnet"))
-    assert {k: budget.uresnet_kwargs[k] for k in ("depth", "filters", "reps")} == PRESETS["uresnet-small"]
-    assert PRESETS["uresnet-small"]["depth"] == 6
+    assert {k: budget.uresnet_kwargs[k] for k in ("depth", "filters", "reps")} == PRESETS["uresnet-deep"]
+    assert PRESETS["uresnet-deep"]["depth"] == 7 and PRESETS["uresnet-small"]["depth"] == 6
     plain = build_semantic_model("uresnet", load_task_config("semantic", None, default="uresnet"))
     assert plain.uresnet_kwargs["depth"] == PRESETS["uresnet-base"]["depth"] == 5
     chosen = build_semantic_model("uresnet", load_task_config("semantic", "cpu-long", ["uresnet.preset=uresnet-tiny"],

@@ -35,7 +35,8 @@ from .postprocess_settings import GRAPH_KEYS, GRAPH_THRESHOLDS
 
 DEFAULTS = dict(radius=1.8, hidden=64, layers=3, knn=8, samples=16, edge_threshold=0.5, fragment_threshold=0.5,
                 interaction_threshold=0.5, min_points=3, predicted_cuts=True, endpoint_features=True,
-                local_directions=True)
+                local_directions=True, join_weight="particle")
+JOIN_WEIGHTS = ("fragment", "particle")  # `GraphHead.loss`: what a wrong join of two clusters is weighted by
 NUM_MOTIF, NUM_PID = 5, 5
 GEOMETRY = 1 + 3 + 6 + 3 + 1  # `cluster_geometry`: log size, centroid, axis⊗axis, spread, energy
 NODE_GEOMETRY = NUM_MOTIF + GEOMETRY  # + mean motif probabilities
@@ -221,6 +222,28 @@ def _member_row(seg, num: int) -> torch.Tensor:
     return torch.zeros(num, dtype=torch.long, device=seg.device).scatter_(0, seg, torch.arange(len(seg), device=seg.device))
 
 
+def _true_size(ids, batch) -> torch.Tensor:
+    """(N,) the number of rows sharing each row's (``batch``, ``ids``) pair: the size of its true cluster."""
+    span = int(ids.max()) + 2 if len(ids) else 1
+    _, inv, cnt = torch.unique(batch * span + ids + 1, return_inverse=True, return_counts=True)
+    return cnt[inv]
+
+
+def edge_weights(edges, size, target, truth_size, join_weight: str = "particle") -> torch.Tensor:
+    """(E,) loss weights of cluster edges (2, E) from what deciding each wrong costs the ARI, which counts
+    pairs of points. An edge inside one true cluster (``target`` True): log(1 + the smaller end's ``size``),
+    since leaving it out splits off at most that piece (events have hundreds of one-voxel shower
+    fragments). An edge between two true clusters: with ``join_weight="particle"`` log(1 + the smaller of
+    the two *true* clusters' sizes ``truth_size`` (E-indexable per cluster)), since joining a one-voxel
+    fragment of a shower to a track merges the whole shower with the track (docs/benchmarks.md, "Wrong
+    joins weighted by the particles they merge"); with ``"fragment"`` like the edges inside."""
+    w = torch.log1p(torch.minimum(size[edges[0]], size[edges[1]]).float())
+    if join_weight == "particle":
+        across = torch.log1p(torch.minimum(truth_size[edges[0]], truth_size[edges[1]]).float())
+        w = torch.where(target, w, across)
+    return w
+
+
 def balanced_bce(logit, target, weight=None):
     """Binary cross-entropy with positives and negatives weighted equally (each class's mean, weighted by
     ``weight`` (E,) when given, averaged over the classes present)."""
@@ -240,8 +263,12 @@ class GraphHead(nn.Module):
     def __init__(self, in_channels: int, level: str = "particle", radius: float = 1.8, hidden: int = 64,
                  layers: int = 3, knn: int = 8, samples: int = 16, edge_threshold: float = 0.5,
                  fragment_threshold: float = 0.5, interaction_threshold: float = 0.5, min_points: int = 3,
-                 predicted_cuts: bool = True, endpoint_features: bool = True, local_directions: bool = True):
+                 predicted_cuts: bool = True, endpoint_features: bool = True, local_directions: bool = True,
+                 join_weight: str = "particle"):
         super().__init__()
+        if join_weight not in JOIN_WEIGHTS:
+            raise UserError(f"graph head: join_weight={join_weight!r} (choose from {', '.join(JOIN_WEIGHTS)})")
+        self.join_weight = join_weight
         self.predicted_cuts, self.endpoints = bool(predicted_cuts), bool(endpoint_features)
         self.local = self.endpoints and bool(local_directions)
         edge_in = edge_width(self.endpoints, self.local)
@@ -331,6 +358,7 @@ class GraphHead(nn.Module):
             first = _member_row(frag, nf)
             fpart = part_pt[first]
             out["fragment_target"] = fpart[fedges[0]] == fpart[fedges[1]]
+            out["fragment_truth_size"] = _true_size(part_pt, pb)[first]
             out["pid_target"] = truth["segment_pid"][idx][first]
         part_of_frag = connected_components(nf, fedges[:, self._keep(out["fragment_logits"], out.get("fragment_target"), 1)])
         npart = int(part_of_frag.max()) + 1 if nf else 0
@@ -357,22 +385,23 @@ class GraphHead(nn.Module):
         out.update(interaction_logits=logits, interaction_edges=edges, interaction_size=torch.bincount(part, minlength=npart))
         target = None
         if truth_ids is not None:
-            t = truth_ids[_member_row(part, npart)]
+            first = _member_row(part, npart)
+            t = truth_ids[first]
             target = out["interaction_target"] = t[edges[0]] == t[edges[1]]
+            out["interaction_truth_size"] = _true_size(truth_ids, batch)[first]
         return connected_components(npart, edges[:, self._keep(logits, target, 2)])
 
     def loss(self, out: dict):
-        """(loss, logs): motif CE + balanced BCE of the voxel, fragment (and particle) edges + PID CE of the
-        fragments weighted by log(1 + size). Fragment and particle edges are weighted by log(1 + the smaller
-        end's size): ARI counts pairs of points, so joining or splitting two large clusters costs far more
-        than a stray voxel, and events have hundreds of one-voxel shower fragments."""
-        def size_weight(edges, size):
-            return torch.log1p(torch.minimum(size[edges[0]], size[edges[1]]).float())
+        """(loss, logs): motif CE + balanced BCE of the voxel, fragment (and particle) edges, each cluster
+        edge weighted by `edge_weights`, + PID CE of the fragments weighted by log(1 + size)."""
+        def size_weight(level):
+            return edge_weights(out[f"{level}_edges"], out[f"{level}_size"], out[f"{level}_target"],
+                                out[f"{level}_truth_size"], self.join_weight)
 
         parts = {"motif": F.cross_entropy(out["motif_logits"], out["motif_target"]),
                  "voxel_edge": balanced_bce(out["voxel_logits"], out["voxel_target"]),
                  "fragment_edge": balanced_bce(out["fragment_logits"], out["fragment_target"],
-                                               size_weight(out["fragment_edges"], out["fragment_size"]))}
+                                               size_weight("fragment"))}
         ok = (out["pid_target"] >= 0) & (out["pid_target"] < NUM_PID)
         if ok.any():
             w = torch.log1p(out["fragment_size"][ok].float())
@@ -380,7 +409,7 @@ class GraphHead(nn.Module):
             parts["pid"] = (ce * w).sum() / w.sum()
         if "interaction_logits" in out:
             parts["interaction_edge"] = balanced_bce(out["interaction_logits"], out["interaction_target"],
-                                                     size_weight(out["interaction_edges"], out["interaction_size"]))
+                                                     size_weight("interaction"))
         total = sum(parts.values())
         return total, {f"loss_{k}": float(v.detach()) for k, v in parts.items()} | {"loss": float(total.detach())}
 
