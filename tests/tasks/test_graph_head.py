@@ -9,7 +9,7 @@ from torch import nn
 from larpanda.config import load_config
 from larpanda.data.point import collate
 from larpanda.data.transforms import SCALE, prepare
-from larpanda.tasks.graph_head import GraphHead
+from larpanda.tasks.graph_head import GraphHead, _member_row
 from larpanda.tasks.panoptic import PanopticModel
 
 MUON = 2
@@ -285,7 +285,7 @@ def test_training_outputs_carry_the_true_cluster_sizes_per_event():
              "segment_motif": torch.ones_like(ids), "segment_pid": torch.full_like(ids, MUON)}
     out = _hand_head()(feat, point, truth)
     frag = out["fragment_of_thing"]
-    expect = torch.as_tensor([np.bincount(lab)[lab] for lab in labels][0].tolist() + np.bincount(labels[1])[labels[1]].tolist())
-    first = torch.zeros(int(frag.max()) + 1, dtype=torch.long).scatter_(0, frag, torch.arange(len(frag)))
+    expect = torch.as_tensor(np.concatenate([np.bincount(lab)[lab] for lab in labels]))
+    first = _member_row(frag, int(frag.max()) + 1)
     torch.testing.assert_close(out["fragment_truth_size"], expect[first])
     assert set(out["fragment_truth_size"].tolist()) == {21, 20, 22, 11, 10}
