@@ -108,6 +108,32 @@ def test_hand_scored_head_separates_touching_tracks_and_bridges_the_gap():
     assert len(np.unique(out["particle_of_thing"].numpy())) == 4
 
 
+class _BridgedFragments(nn.Module):  # labels 0 and 1 never join; label 2 (one voxel) joins both
+    def forward(self, x, e, edges):
+        h = x[:, :3]
+        bridge = (h[edges[0], 2] + h[edges[1], 2]) > 0
+        logit = torch.where(bridge, torch.tensor(3.0), 10 - 20 * (h[edges[0]] - h[edges[1]]).abs().sum(1))
+        return x, logit, torch.zeros(len(x), 5)
+
+
+def test_one_voxel_fragment_does_not_merge_two_tracks_under_average_linkage():
+    # tracks A (x 10..29) and B (x 31..50) along one line, one voxel s at x 30 touching both: the fragment
+    # stage scores s "same particle" with A and with B (p 0.95) and A with B "different" (p 0)
+    pos = np.array([(x, 10, 10) for x in range(10, 51)], np.float32)
+    label = np.where(pos[:, 0] < 30, 0, np.where(pos[:, 0] > 30, 1, 2))
+    feat = torch.nn.functional.one_hot(torch.as_tensor(label), 3).float()
+    head = _hand_head()
+    head.fragment = _BridgedFragments()
+    assert head.post["linkage"] == "average"
+    part = head(feat, _point([pos]))["particle_of_thing"].numpy()
+    assert part[label == 0].min() == part[label == 0].max() and part[label == 1].min() == part[label == 1].max()
+    assert part[0] != part[-1] and part[label == 2][0] in (part[0], part[-1])
+    head.set_post(linkage="single")  # components of the kept edges: s merges A and B
+    assert len(np.unique(head(feat, _point([pos]))["particle_of_thing"].numpy())) == 1
+    with pytest.raises(Exception, match="linkage"):
+        head.set_post(linkage="complete")
+
+
 def test_batch_equals_event_by_event():
     torch.manual_seed(0)
     head = GraphHead(in_channels=3, level="interaction", hidden=16).eval()
@@ -289,3 +315,19 @@ def test_training_outputs_carry_the_true_cluster_sizes_per_event():
     first = _member_row(frag, int(frag.max()) + 1)
     torch.testing.assert_close(out["fragment_truth_size"], expect[first])
     assert set(out["fragment_truth_size"].tolist()) == {21, 20, 22, 11, 10}
+
+
+def test_cluster_graph_has_knn_neighbours_in_training_and_inference_knn_at_inference():
+    # six one-voxel clusters on a line: 1 neighbour each gives the chain's 5 edges at most, 5 the complete graph
+    pos = torch.tensor([[float(10 * k), 0.0, 0.0] for k in range(6)])
+    seg, batch = torch.arange(6), torch.zeros(6, dtype=torch.long)
+    head = GraphHead(in_channels=3, knn=1, inference_knn=5)
+    _, train_edges, _ = head._clusters(pos, torch.zeros(6), seg, 6, batch, training=True)
+    _, eval_edges, _ = head._clusters(pos, torch.zeros(6), seg, 6, batch, training=False)
+    assert set(zip(*train_edges.tolist())) == {(k, k + 1) for k in range(5)}
+    assert eval_edges.shape[1] == 15
+    assert head.set_post(inference_knn="2")["inference_knn"] == 2
+    assert GraphHead(3).post["inference_knn"] == 16  # particle heads: PARTICLE_INFERENCE_KNN
+    assert GraphHead(3, level="interaction", knn=5).post["inference_knn"] == 5  # interaction heads: their knn
+    with pytest.raises(Exception, match="inference_knn"):
+        head.set_post(inference_knn=0)

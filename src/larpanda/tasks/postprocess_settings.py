@@ -63,9 +63,10 @@ def _typed(key: str, raw):
 
 
 # The graph head's settings (docs/model.md §4.8): the score thresholds of its three stages, in stage order,
-# and the smallest instance it keeps.
-GRAPH_KEYS = ("edge_threshold", "fragment_threshold", "interaction_threshold", "min_points")
-GRAPH_THRESHOLDS = GRAPH_KEYS[:-1]
+# the smallest instance it keeps, how scored cluster edges are grouped (single or average linkage) and the
+# neighbours per cluster of the fragment and particle graphs at inference.
+GRAPH_KEYS = ("edge_threshold", "fragment_threshold", "interaction_threshold", "min_points", "linkage", "inference_knn")
+GRAPH_THRESHOLDS = GRAPH_KEYS[:3]
 
 
 def parse_overrides(items, where: str = "--post") -> dict:
@@ -76,7 +77,7 @@ def parse_overrides(items, where: str = "--post") -> dict:
             raise UserError(f"{where} expects KEY=VALUE, got {item!r}")
         key, raw = item.split("=", 1)
         values[key.strip()] = raw.strip()
-    graph = {k: values.pop(k) for k in list(values) if k in GRAPH_THRESHOLDS}  # checked by the graph head itself
+    graph = {k: values.pop(k) for k in list(values) if k in GRAPH_KEYS and k not in DEFAULTS}  # checked by the graph head
     checked = settings(values, where=where)
     return {k: checked[k] for k in values} | graph
 
@@ -87,7 +88,7 @@ def cli_help() -> str:
     return ("panoptic weights: override one post-processing setting (repeatable). The weights' config (an official "
             "checkpoint's Detector settings, or the postprocess section of larpanda weights) sets them, else the "
             f"official Detector defaults apply (docs/model.md §4.6). Keys (default): {keys}. Graph-head weights "
-            f"(docs/model.md §4.8) take {', '.join(GRAPH_KEYS)} instead (thresholds in (0, 1)).")
+            f"(docs/model.md §4.8) take {', '.join(GRAPH_KEYS)} instead (thresholds in (0, 1); linkage single or average; inference_knn ≥ 1).")
 
 
 def _show(v) -> str:
