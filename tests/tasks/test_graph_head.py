@@ -9,7 +9,8 @@ from torch import nn
 from larpanda.config import load_config
 from larpanda.data.point import collate
 from larpanda.data.transforms import SCALE, prepare
-from larpanda.tasks.graph_head import GraphHead, _member_row
+from larpanda.nn.graph import segment_member_row
+from larpanda.tasks.graph_head import GraphHead
 from larpanda.tasks.panoptic import PanopticModel
 
 MUON = 2
@@ -63,8 +64,8 @@ class _SameLabelFragments(nn.Module):  # fragment nodes [mean h, ...]: join frag
         return x, logit, pid
 
 
-def _hand_head(k=3, join_fragments=True):
-    head = GraphHead(in_channels=k, level="particle", hidden=k)
+def _hand_head(k=3, join_fragments=True, **kwargs):
+    head = GraphHead(in_channels=k, hidden=k, **kwargs)
     head.point = _Take(k)
     head.motif = nn.Linear(k, 5)
     with torch.no_grad():
@@ -108,12 +109,17 @@ def test_hand_scored_head_separates_touching_tracks_and_bridges_the_gap():
     assert len(np.unique(out["particle_of_thing"].numpy())) == 4
 
 
-class _BridgedFragments(nn.Module):  # labels 0 and 1 never join; label 2 (one voxel) joins both
+class _BridgedFragments(nn.Module):  # labels 0 and 1 never join; label 2 (one voxel) joins both (logit 3, 3 + lean to 0)
+    def __init__(self, lean=0.0):
+        super().__init__()
+        self.lean = lean
+
     def forward(self, x, e, edges):
         h = x[:, :3]
         bridge = (h[edges[0], 2] + h[edges[1], 2]) > 0
-        logit = torch.where(bridge, torch.tensor(3.0), 10 - 20 * (h[edges[0]] - h[edges[1]]).abs().sum(1))
-        return x, logit, torch.zeros(len(x), 5)
+        to_zero = (h[edges[0], 0] + h[edges[1], 0]) > 0
+        logit = torch.where(bridge, 3.0 + self.lean * to_zero, 10 - 20 * (h[edges[0]] - h[edges[1]]).abs().sum(1))
+        return h, logit, torch.zeros(len(x), 5)  # node states of width hidden (3), as GraphNet's
 
 
 def test_one_voxel_fragment_does_not_merge_two_tracks_under_average_linkage():
@@ -312,7 +318,7 @@ def test_training_outputs_carry_the_true_cluster_sizes_per_event():
     out = _hand_head()(feat, point, truth)
     frag = out["fragment_of_thing"]
     expect = torch.as_tensor(np.concatenate([np.bincount(lab)[lab] for lab in labels]))
-    first = _member_row(frag, int(frag.max()) + 1)
+    first = segment_member_row(frag, int(frag.max()) + 1)
     torch.testing.assert_close(out["fragment_truth_size"], expect[first])
     assert set(out["fragment_truth_size"].tolist()) == {21, 20, 22, 11, 10}
 
@@ -331,3 +337,26 @@ def test_cluster_graph_has_knn_neighbours_in_training_and_inference_knn_at_infer
     assert GraphHead(3, level="interaction", knn=5).post["inference_knn"] == 5  # interaction heads: their knn
     with pytest.raises(Exception, match="inference_knn"):
         head.set_post(inference_knn=0)
+
+
+def test_interaction_head_can_train_stage_three_on_the_particles_inference_forms():
+    # A (x 10..29, interaction 0), one voxel s (x 30, its own particle, interaction 1) and B (x 31..50,
+    # interaction 1): the fragment stage scores s "same particle" with A (p 0.98) and with B (p 0.95)
+    pos = np.array([(x, 10, 10) for x in range(10, 51)], np.float32)
+    label = np.where(pos[:, 0] < 30, 0, np.where(pos[:, 0] > 30, 1, 2))
+    feat = torch.nn.functional.one_hot(torch.as_tensor(label), 3).float()
+    ids = torch.as_tensor(label).long()
+    truth = {"instance_particle": ids, "instance_interaction": (ids != 0).long(),
+             "segment_motif": torch.ones_like(ids), "segment_pid": torch.full_like(ids, MUON)}
+
+    def stage3(predicted_particles):
+        head = _hand_head(level="interaction", predicted_particles=predicted_particles)
+        head.fragment = _BridgedFragments(lean=1.0)
+        return head(feat, _point([pos]), truth)
+
+    out = stage3(True)  # inference's average linkage gives s to A: particles A + s (21 voxels) and B (20)
+    assert sorted(out["interaction_size"].tolist()) == [20, 21]
+    assert out["interaction_target"].tolist() == [False]  # A + s stands for its majority interaction, A's
+    assert sorted(out["interaction_truth_size"].tolist()) == [20, 21]
+    assert sorted(stage3(False)["interaction_size"].tolist()) == [1, 20, 20]  # the true particles, cut where scored
+

@@ -7,7 +7,8 @@
 * `connected_components`: component id per node of an undirected edge list.
 * `average_linkage`: clusters of a scored graph merged greedily by the weighted mean score of the edges
   between them (one wrong edge cannot merge two clusters that other edges keep apart).
-* `segment_mean` / `segment_max` / `segment_sum`: reductions of rows by a segment id.
+* `segment_mean` / `segment_max` / `segment_sum`: reductions of rows by a segment id; `segment_member_row` /
+  `segment_majority_row`: a row standing for each segment; `group_size`: the size of each row's group.
 """
 
 from __future__ import annotations
@@ -149,3 +150,31 @@ def segment_max(x: torch.Tensor, seg: torch.Tensor, num: int) -> torch.Tensor:
     """(num, C) row maxima of ``x`` (N, C) by segment (empty segments give 0)."""
     out = torch.zeros((num, x.shape[1]), dtype=x.dtype, device=x.device)
     return out.scatter_reduce(0, seg[:, None].expand_as(x), x, reduce="amax", include_self=False)
+
+
+def segment_member_row(seg, num: int) -> torch.Tensor:
+    """(num,) the row of one member of each segment of ``seg`` (N,) (for label-pure segments, where any member
+    stands for its segment)."""
+    return torch.zeros(num, dtype=torch.long, device=seg.device).scatter_(0, seg, torch.arange(len(seg), device=seg.device))
+
+
+def segment_majority_row(seg, label, num: int) -> torch.Tensor:
+    """(num,) for each segment of ``seg`` (N,) the first row holding its most frequent ``label`` (N,) (ties:
+    the smallest label): the row that stands for an impure segment."""
+    span = int(label.max()) + 2 if len(label) else 1
+    keys, inv, cnt = torch.unique(seg * span + label + 1, return_inverse=True, return_counts=True)
+    kseg = keys // span
+    top = torch.zeros(num, dtype=cnt.dtype, device=seg.device).scatter_reduce(0, kseg, cnt, reduce="amax", include_self=False)
+    best_key = torch.full((num,), keys.max() + 1 if len(keys) else 0, dtype=keys.dtype, device=seg.device)
+    best_key = best_key.scatter_reduce(0, kseg[cnt == top[kseg]], keys[cnt == top[kseg]], reduce="amin")
+    rows = torch.nonzero(keys[inv] == best_key[seg]).squeeze(1)
+    first = torch.full((num,), len(seg), dtype=torch.long, device=seg.device)
+    return first.scatter_reduce(0, seg[rows], rows, reduce="amin")
+
+
+def group_size(ids, batch) -> torch.Tensor:
+    """(N,) the number of rows sharing each row's (``batch``, ``ids``) pair: the size of its group (e.g. of its
+    true particle in its event)."""
+    span = int(ids.max()) + 2 if len(ids) else 1
+    _, inv, cnt = torch.unique(batch * span + ids + 1, return_inverse=True, return_counts=True)
+    return cnt[inv]

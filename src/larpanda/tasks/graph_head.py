@@ -15,9 +15,11 @@ clustering, in the spirit of SPINE's GraphSPICE + GrapPA chain, trainable on a C
 
 Training runs every stage on the true partitions (the true fragments are the components of the true
 "same particle" voxel edges; GrapPA trains on true fragments too), by default also cut where the head's own
-scores cut (``predicted_cuts``), with class-balanced binary cross-entropy for every edge decision,
-cross-entropy for motif and PID. Inference thresholds the voxel edges, groups fragments and particles by
-``linkage`` at each stage's threshold and turns instances below ``min_points`` into stuff.
+scores cut (``predicted_cuts``); with ``predicted_particles`` an interaction head's stage 3 trains on the
+particles that inference would form (impure ones stand for their majority interaction). Losses:
+class-balanced binary cross-entropy for every edge decision, cross-entropy for motif and PID. Inference
+thresholds the voxel edges, groups fragments and particles by ``linkage`` at each stage's threshold and turns
+instances below ``min_points`` into stuff.
 
 Shapes: N points of a batch, E voxel edges, F fragments, P particles; H = ``hidden``.
 """
@@ -31,11 +33,13 @@ from torch import nn
 from ..constants import LED_CLASS
 from ..errors import UserError
 from ..data.transforms import SCALE
-from ..nn.graph import average_linkage, connected_components, radius_graph, segment_max, segment_mean, segment_sum
+from ..nn.graph import (average_linkage, connected_components, group_size, radius_graph, segment_majority_row, segment_max,
+                        segment_mean, segment_member_row, segment_sum)
 from .postprocess_settings import GRAPH_KEYS, GRAPH_THRESHOLDS
 
 DEFAULTS = dict(radius=1.8, hidden=64, layers=3, knn=8, samples=16, edge_threshold=0.5, fragment_threshold=0.5,
-                interaction_threshold=0.5, min_points=3, linkage="average", inference_knn=None, predicted_cuts=True, endpoint_features=True,
+                interaction_threshold=0.5, min_points=3, linkage="average", inference_knn=None, predicted_cuts=True,
+                predicted_particles=False, endpoint_features=True,
                 local_directions=True, join_weight="particle")
 JOIN_WEIGHTS = ("fragment", "particle")  # `GraphHead.loss`: what a wrong join of two clusters is weighted by
 LINKAGES = ("single", "average")  # `GraphHead._group`: how scored cluster edges become particles / interactions
@@ -222,19 +226,6 @@ def edge_width(endpoints: bool, local: bool) -> int:
     return EDGE_GEOMETRY + (ENDPOINT_GEOMETRY + (LOCAL_GEOMETRY if local else 0) if endpoints else 0)
 
 
-def _member_row(seg, num: int) -> torch.Tensor:
-    """(num,) the row of one member of each segment of ``seg`` (N,) (segments here are label-pure, so any
-    member stands for its segment)."""
-    return torch.zeros(num, dtype=torch.long, device=seg.device).scatter_(0, seg, torch.arange(len(seg), device=seg.device))
-
-
-def _true_size(ids, batch) -> torch.Tensor:
-    """(N,) the number of rows sharing each row's (``batch``, ``ids``) pair: the size of its true cluster."""
-    span = int(ids.max()) + 2 if len(ids) else 1
-    _, inv, cnt = torch.unique(batch * span + ids + 1, return_inverse=True, return_counts=True)
-    return cnt[inv]
-
-
 def edge_weights(edges, size, target, truth_size, join_weight: str = "particle") -> torch.Tensor:
     """(E,) loss weights of cluster edges (2, E) from what deciding each wrong costs the ARI, which counts
     pairs of points. An edge inside one true cluster (``target`` True): log(1 + the smaller end's ``size``),
@@ -269,13 +260,15 @@ class GraphHead(nn.Module):
     def __init__(self, in_channels: int, level: str = "particle", radius: float = 1.8, hidden: int = 64,
                  layers: int = 3, knn: int = 8, samples: int = 16, edge_threshold: float = 0.5,
                  fragment_threshold: float = 0.5, interaction_threshold: float = 0.5, min_points: int = 3,
-                 linkage: str = "average", inference_knn: int | None = None, predicted_cuts: bool = True, endpoint_features: bool = True, local_directions: bool = True,
+                 linkage: str = "average", inference_knn: int | None = None, predicted_cuts: bool = True,
+                 predicted_particles: bool = False, endpoint_features: bool = True, local_directions: bool = True,
                  join_weight: str = "particle"):
         super().__init__()
         if join_weight not in JOIN_WEIGHTS:
             raise UserError(f"graph head: join_weight={join_weight!r} (choose from {', '.join(JOIN_WEIGHTS)})")
         self.join_weight = join_weight
         self.predicted_cuts, self.endpoints = bool(predicted_cuts), bool(endpoint_features)
+        self.predicted_particles = bool(predicted_particles) and level == "interaction"
         self.local = self.endpoints and bool(local_directions)
         edge_in = edge_width(self.endpoints, self.local)
         self.post = {}
@@ -388,12 +381,14 @@ class GraphHead(nn.Module):
         out["fragment_size"], out["fragment_of_thing"] = torch.bincount(frag, minlength=nf), frag
         out["fragment_edges"] = fedges
         if truth is not None:
-            first = _member_row(frag, nf)
+            first = segment_member_row(frag, nf)
             fpart = part_pt[first]
             out["fragment_target"] = fpart[fedges[0]] == fpart[fedges[1]]
-            out["fragment_truth_size"] = _true_size(part_pt, pb)[first]
+            out["fragment_truth_size"] = group_size(part_pt, pb)[first]
             out["pid_target"] = truth["segment_pid"][idx][first]
-        part_of_frag = self._group(nf, fedges, out["fragment_logits"], out.get("fragment_target"), 1, out["fragment_size"])
+        # with ``predicted_particles`` an interaction head trains stage 3 on the particles inference forms
+        stage1 = None if self.predicted_particles else out.get("fragment_target")
+        part_of_frag = self._group(nf, fedges, out["fragment_logits"], stage1, 1, out["fragment_size"])
         npart = int(part_of_frag.max()) + 1 if nf else 0
         part = part_of_frag[frag]
         w = torch.log1p(out["fragment_size"].float())[:, None]  # a particle's PID: its fragments', weighted by log(1 + size)
@@ -417,11 +412,11 @@ class GraphHead(nn.Module):
         _, logits, _ = self.particle(node, efeat, edges)
         out.update(interaction_logits=logits, interaction_edges=edges, interaction_size=torch.bincount(part, minlength=npart))
         target = None
-        if truth_ids is not None:
-            first = _member_row(part, npart)
+        if truth_ids is not None:  # an impure particle (``predicted_particles``) stands for its majority interaction
+            first = segment_majority_row(part, truth_ids, npart)
             t = truth_ids[first]
             target = out["interaction_target"] = t[edges[0]] == t[edges[1]]
-            out["interaction_truth_size"] = _true_size(truth_ids, batch)[first]
+            out["interaction_truth_size"] = group_size(truth_ids, batch)[first]
         return self._group(npart, edges, logits, target, 2, out["interaction_size"])
 
     def loss(self, out: dict):
