@@ -323,21 +323,29 @@ def test_training_outputs_carry_the_true_cluster_sizes_per_event():
     assert set(out["fragment_truth_size"].tolist()) == {21, 20, 22, 11, 10}
 
 
-def test_cluster_graph_has_knn_neighbours_in_training_and_inference_knn_at_inference():
-    # six one-voxel clusters on a line: 1 neighbour each gives the chain's 5 edges at most, 5 the complete graph
-    pos = torch.tensor([[float(10 * k), 0.0, 0.0] for k in range(6)])
-    seg, batch = torch.arange(6), torch.zeros(6, dtype=torch.long)
-    head = GraphHead(in_channels=3, knn=1, inference_knn=5)
-    _, train_edges, _ = head._clusters(pos, torch.zeros(6), seg, 6, batch, training=True)
-    _, eval_edges, _ = head._clusters(pos, torch.zeros(6), seg, 6, batch, training=False)
-    assert set(zip(*train_edges.tolist())) == {(k, k + 1) for k in range(5)}
-    assert eval_edges.shape[1] == 15
+def test_fragment_graph_has_knn_neighbours_in_training_and_inference_knn_at_inference():
+    # six one-voxel fragments on a line (six labels, never joined): 1 neighbour each gives the chain's 5 edges,
+    # 5 the complete graph's 15
+    pos = np.array([(10.0 * k, 0.0, 0.0) for k in range(6)], np.float32)
+    ids = torch.arange(6)
+    feat = torch.nn.functional.one_hot(ids, 6).float()
+    truth = {"instance_particle": ids, "instance_interaction": ids, "segment_motif": torch.ones_like(ids),
+             "segment_pid": torch.full_like(ids, MUON)}
+    for level in ("particle", "interaction"):
+        head = _hand_head(k=6, join_fragments=False, level=level, knn=1, inference_knn=5)
+        if level == "interaction":
+            head.particle = _NeverJoin()
+        train, infer = head(feat, _point([pos]), truth), head(feat, _point([pos]))
+        assert set(zip(*train["fragment_edges"].tolist())) == {(k, k + 1) for k in range(5)}
+        assert infer["fragment_edges"].shape[1] == 15
+        if level == "interaction":  # the particle graph keeps knn at inference
+            assert infer["interaction_edges"].shape[1] == 5
+    head = GraphHead(in_channels=3)
+    assert head.post["inference_knn"] == 16  # FRAGMENT_INFERENCE_KNN
+    assert GraphHead(3, level="interaction", knn=5).post["inference_knn"] == 16
     assert head.set_post(inference_knn="2")["inference_knn"] == 2
-    assert GraphHead(3).post["inference_knn"] == 16  # particle heads: PARTICLE_INFERENCE_KNN
-    assert GraphHead(3, level="interaction", knn=5).post["inference_knn"] == 5  # interaction heads: their knn
     with pytest.raises(Exception, match="inference_knn"):
         head.set_post(inference_knn=0)
-
 
 def test_interaction_head_can_train_stage_three_on_the_particles_inference_forms():
     # A (x 10..29, interaction 0), one voxel s (x 30, its own particle, interaction 1) and B (x 31..50,

@@ -43,10 +43,10 @@ DEFAULTS = dict(radius=1.8, hidden=64, layers=3, knn=8, samples=16, edge_thresho
                 local_directions=True, join_weight="particle")
 JOIN_WEIGHTS = ("fragment", "particle")  # `GraphHead.loss`: what a wrong join of two clusters is weighted by
 LINKAGES = ("single", "average")  # `GraphHead._group`: how scored cluster edges become particles / interactions
-# `inference_knn` of particle heads when not given (interaction heads: their training `knn`). Val split of the
-# fixed benchmark, average linkage, heads trained with 8: particle ARI 0.817 / 0.854 / 0.858 with 8 / 12 / 16
-# neighbours at inference; an interaction head's ARI 0.835 / 0.815 / 0.818 (docs/benchmarks.md)
-PARTICLE_INFERENCE_KNN = 16
+# `inference_knn`, the fragment graph's neighbours at inference, when not given. Val split of the fixed benchmark,
+# average linkage, heads trained with 8: particle ARI 0.817 / 0.854 / 0.858 with 8 / 12 / 16 at inference; an
+# interaction head trained with the plain recipe 0.818 / 0.837 / 0.846, its particle graph kept at 8 (docs/benchmarks.md)
+FRAGMENT_INFERENCE_KNN = 16
 NUM_MOTIF, NUM_PID = 5, 5
 GEOMETRY = 1 + 3 + 6 + 3 + 1  # `cluster_geometry`: log size, centroid, axis⊗axis, spread, energy
 NODE_GEOMETRY = NUM_MOTIF + GEOMETRY  # + mean motif probabilities
@@ -274,7 +274,7 @@ class GraphHead(nn.Module):
         self.post = {}
         self.set_post(edge_threshold=edge_threshold, fragment_threshold=fragment_threshold,
                       interaction_threshold=interaction_threshold, min_points=min_points, linkage=linkage,
-                      inference_knn=inference_knn or (PARTICLE_INFERENCE_KNN if level == "particle" else knn))
+                      inference_knn=inference_knn or FRAGMENT_INFERENCE_KNN)
         self.level, self.radius, self.knn, self.samples = level, float(radius), int(knn), int(samples)
         self.point = nn.Sequential(nn.LayerNorm(in_channels + 1), _mlp(in_channels + 1, hidden, hidden))
         self.motif = nn.Linear(hidden, NUM_MOTIF)
@@ -283,12 +283,10 @@ class GraphHead(nn.Module):
         self.particle = (GraphNet(hidden + NODE_GEOMETRY + NUM_PID, edge_in, hidden, layers)  # `_interactions` nodes
                          if level == "interaction" else None)
 
-    def _clusters(self, pos, energy, seg, num, batch, training: bool):
-        """Geometry (num, 14) and the k-nearest-cluster graph of clusters ``seg`` of the thing points, with
-        ``knn`` neighbours in ``training``, else ``inference_knn``."""
+    def _clusters(self, pos, energy, seg, num, batch, knn: int):
+        """Geometry (num, 14) and the ``knn``-nearest-cluster graph of clusters ``seg`` of the thing points."""
         geo, axis, cen = cluster_geometry(pos, energy, seg, num)
         cb = torch.zeros(num, dtype=torch.long, device=pos.device).scatter_(0, seg, batch)
-        knn = self.knn if training else self.post["inference_knn"]
         edges, efeat = cluster_graph(pos, seg, num, cb, axis, cen, knn, self.samples, endpoints=self.endpoints,
                                      local=self.local)
         return geo, edges, efeat
@@ -296,11 +294,11 @@ class GraphHead(nn.Module):
     def set_post(self, **values) -> dict:
         """Update the inference settings (`postprocess_settings.GRAPH_KEYS`): the score thresholds of the
         three stages (each in (0, 1)), ``min_points``, the smallest instance kept (smaller ones become
-        stuff, −1), ``linkage`` (`_group`) and ``inference_knn``, the neighbours of each fragment (particle)
-        in its graph at inference (``knn`` is the training graph's; `PARTICLE_INFERENCE_KNN`): average linkage
-        weighs every edge between two clusters, and on the val split of the fixed benchmark a particle head
-        trained with 8 neighbours gave ARI 0.817 / 0.854 / 0.858 / 0.855 with 8 / 12 / 16 / 24 at inference
-        (single linkage with 16: 0.658, docs/benchmarks.md). Returns all of them."""
+        stuff, −1), ``linkage`` (`_group`) and ``inference_knn``, the neighbours of each fragment in the
+        fragment graph at inference (``knn`` is the training graph's and the particle graph's;
+        `FRAGMENT_INFERENCE_KNN`): average linkage weighs every edge between two clusters, and on the val split
+        of the fixed benchmark a particle head trained with 8 neighbours gave ARI 0.817 / 0.854 / 0.858 / 0.855
+        with 8 / 12 / 16 / 24 at inference (single linkage with 16: 0.658, docs/benchmarks.md). Returns all of them."""
         cur = dict(self.post)
         for k, v in values.items():
             if k not in GRAPH_KEYS:
@@ -375,7 +373,8 @@ class GraphHead(nn.Module):
             out["voxel_target"] = part_pt[i] == part_pt[j]
         frag = connected_components(len(idx), edges[:, self._keep(out["voxel_logits"], out.get("voxel_target"), 0)])
         nf = int(frag.max()) + 1 if len(frag) else 0
-        geo, fedges, fefeat = self._clusters(pp, energy[idx], frag, nf, pb, truth is not None)
+        geo, fedges, fefeat = self._clusters(pp, energy[idx], frag, nf, pb,
+                                             self.knn if truth is not None else self.post["inference_knn"])
         fnode = torch.cat([segment_mean(hp, frag, nf), segment_max(hp, frag, nf), segment_mean(prob[idx], frag, nf), geo], 1)
         xf, out["fragment_logits"], out["pid_logits"] = self.fragment(fnode, fefeat, fedges)
         out["fragment_size"], out["fragment_of_thing"] = torch.bincount(frag, minlength=nf), frag
@@ -406,7 +405,7 @@ class GraphHead(nn.Module):
         mean motif probabilities ``prob`` (n_thing, 5), geometry); writes ``interaction_logits``/``_edges``/
         ``_size`` (and ``_target`` with ``truth_ids`` (n_thing,)) into ``out``; returns the interaction of
         each particle: components of the kept edges."""
-        geo, edges, efeat = self._clusters(pos, energy, part, npart, batch, truth_ids is not None)
+        geo, edges, efeat = self._clusters(pos, energy, part, npart, batch, self.knn)  # 12 or 16 at inference: lower val ARI
         node = torch.cat([segment_mean(xf, part_of_frag, npart), out["particle_pid"],
                           segment_mean(prob, part, npart), geo], 1)
         _, logits, _ = self.particle(node, efeat, edges)
