@@ -109,16 +109,11 @@ def test_hand_scored_head_separates_touching_tracks_and_bridges_the_gap():
     assert len(np.unique(out["particle_of_thing"].numpy())) == 4
 
 
-class _BridgedFragments(nn.Module):  # labels 0 and 1 never join; label 2 (one voxel) joins both (logit 3, 3 + lean to 0)
-    def __init__(self, lean=0.0):
-        super().__init__()
-        self.lean = lean
-
+class _BridgedFragments(nn.Module):  # labels 0 and 1 never join; label 2 (one voxel) joins both (logit 3)
     def forward(self, x, e, edges):
         h = x[:, :3]
         bridge = (h[edges[0], 2] + h[edges[1], 2]) > 0
-        to_zero = (h[edges[0], 0] + h[edges[1], 0]) > 0
-        logit = torch.where(bridge, 3.0 + self.lean * to_zero, 10 - 20 * (h[edges[0]] - h[edges[1]]).abs().sum(1))
+        logit = torch.where(bridge, torch.tensor(3.0), 10 - 20 * (h[edges[0]] - h[edges[1]]).abs().sum(1))
         return h, logit, torch.zeros(len(x), 5)  # node states of width hidden (3), as GraphNet's
 
 
@@ -346,25 +341,3 @@ def test_fragment_graph_has_knn_neighbours_in_training_and_inference_knn_at_infe
     assert head.set_post(inference_knn="2")["inference_knn"] == 2
     with pytest.raises(Exception, match="inference_knn"):
         head.set_post(inference_knn=0)
-
-def test_interaction_head_can_train_stage_three_on_the_particles_inference_forms():
-    # A (x 10..29, interaction 0), one voxel s (x 30, its own particle, interaction 1) and B (x 31..50,
-    # interaction 1): the fragment stage scores s "same particle" with A (p 0.98) and with B (p 0.95)
-    pos = np.array([(x, 10, 10) for x in range(10, 51)], np.float32)
-    label = np.where(pos[:, 0] < 30, 0, np.where(pos[:, 0] > 30, 1, 2))
-    feat = torch.nn.functional.one_hot(torch.as_tensor(label), 3).float()
-    ids = torch.as_tensor(label).long()
-    truth = {"instance_particle": ids, "instance_interaction": (ids != 0).long(),
-             "segment_motif": torch.ones_like(ids), "segment_pid": torch.full_like(ids, MUON)}
-
-    def stage3(predicted_particles):
-        head = _hand_head(level="interaction", predicted_particles=predicted_particles)
-        head.fragment = _BridgedFragments(lean=1.0)
-        return head(feat, _point([pos]), truth)
-
-    out = stage3(True)  # inference's average linkage gives s to A: particles A + s (21 voxels) and B (20)
-    assert sorted(out["interaction_size"].tolist()) == [20, 21]
-    assert out["interaction_target"].tolist() == [False]  # A + s stands for its majority interaction, A's
-    assert sorted(out["interaction_truth_size"].tolist()) == [20, 21]
-    assert sorted(stage3(False)["interaction_size"].tolist()) == [1, 20, 20]  # the true particles, cut where scored
-

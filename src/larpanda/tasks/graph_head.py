@@ -15,9 +15,7 @@ clustering, in the spirit of SPINE's GraphSPICE + GrapPA chain, trainable on a C
 
 Training runs every stage on the true partitions (the true fragments are the components of the true
 "same particle" voxel edges; GrapPA trains on true fragments too), by default also cut where the head's own
-scores cut (``predicted_cuts``); with ``predicted_particles`` an interaction head's stage 3 trains on the
-particles that inference would form (impure ones stand for their majority interaction). Losses:
-class-balanced binary cross-entropy for every edge decision, cross-entropy for motif and PID. Inference
+scores cut (``predicted_cuts``). Losses: class-balanced binary cross-entropy for every edge decision, cross-entropy for motif and PID. Inference
 thresholds the voxel edges, groups fragments and particles by ``linkage`` at each stage's threshold and turns
 instances below ``min_points`` into stuff.
 
@@ -33,13 +31,13 @@ from torch import nn
 from ..constants import LED_CLASS
 from ..errors import UserError
 from ..data.transforms import SCALE
-from ..nn.graph import (average_linkage, connected_components, group_size, radius_graph, segment_majority_row, segment_max,
-                        segment_mean, segment_member_row, segment_sum)
+from ..nn.graph import (average_linkage, connected_components, group_size, radius_graph, segment_max, segment_mean,
+                        segment_member_row, segment_sum)
 from .postprocess_settings import GRAPH_KEYS, GRAPH_THRESHOLDS
 
 DEFAULTS = dict(radius=1.8, hidden=64, layers=3, knn=8, samples=16, edge_threshold=0.5, fragment_threshold=0.5,
                 interaction_threshold=0.5, min_points=3, linkage="average", inference_knn=None, predicted_cuts=True,
-                predicted_particles=False, endpoint_features=True,
+                endpoint_features=True,
                 local_directions=True, join_weight="particle")
 JOIN_WEIGHTS = ("fragment", "particle")  # `GraphHead.loss`: what a wrong join of two clusters is weighted by
 LINKAGES = ("single", "average")  # `GraphHead._group`: how scored cluster edges become particles / interactions
@@ -261,14 +259,13 @@ class GraphHead(nn.Module):
                  layers: int = 3, knn: int = 8, samples: int = 16, edge_threshold: float = 0.5,
                  fragment_threshold: float = 0.5, interaction_threshold: float = 0.5, min_points: int = 3,
                  linkage: str = "average", inference_knn: int | None = None, predicted_cuts: bool = True,
-                 predicted_particles: bool = False, endpoint_features: bool = True, local_directions: bool = True,
+                 endpoint_features: bool = True, local_directions: bool = True,
                  join_weight: str = "particle"):
         super().__init__()
         if join_weight not in JOIN_WEIGHTS:
             raise UserError(f"graph head: join_weight={join_weight!r} (choose from {', '.join(JOIN_WEIGHTS)})")
         self.join_weight = join_weight
         self.predicted_cuts, self.endpoints = bool(predicted_cuts), bool(endpoint_features)
-        self.predicted_particles = bool(predicted_particles) and level == "interaction"
         self.local = self.endpoints and bool(local_directions)
         edge_in = edge_width(self.endpoints, self.local)
         self.post = {}
@@ -385,9 +382,7 @@ class GraphHead(nn.Module):
             out["fragment_target"] = fpart[fedges[0]] == fpart[fedges[1]]
             out["fragment_truth_size"] = group_size(part_pt, pb)[first]
             out["pid_target"] = truth["segment_pid"][idx][first]
-        # with ``predicted_particles`` an interaction head trains stage 3 on the particles inference forms
-        stage1 = None if self.predicted_particles else out.get("fragment_target")
-        part_of_frag = self._group(nf, fedges, out["fragment_logits"], stage1, 1, out["fragment_size"])
+        part_of_frag = self._group(nf, fedges, out["fragment_logits"], out.get("fragment_target"), 1, out["fragment_size"])
         npart = int(part_of_frag.max()) + 1 if nf else 0
         part = part_of_frag[frag]
         w = torch.log1p(out["fragment_size"].float())[:, None]  # a particle's PID: its fragments', weighted by log(1 + size)
@@ -411,8 +406,8 @@ class GraphHead(nn.Module):
         _, logits, _ = self.particle(node, efeat, edges)
         out.update(interaction_logits=logits, interaction_edges=edges, interaction_size=torch.bincount(part, minlength=npart))
         target = None
-        if truth_ids is not None:  # an impure particle (``predicted_particles``) stands for its majority interaction
-            first = segment_majority_row(part, truth_ids, npart)
+        if truth_ids is not None:
+            first = segment_member_row(part, npart)
             t = truth_ids[first]
             target = out["interaction_target"] = t[edges[0]] == t[edges[1]]
             out["interaction_truth_size"] = group_size(truth_ids, batch)[first]
