@@ -21,9 +21,12 @@ import torch
 
 def majority(seg: torch.Tensor, label: torch.Tensor, num: int) -> torch.Tensor:
     """(num,) the most frequent ``label`` (≥ 0) of each segment of ``seg``."""
-    from larpanda.nn.graph import segment_majority_row
-
-    return label[segment_majority_row(seg, label, num)]
+    span = int(label.max()) + 1
+    key, count = torch.unique(seg * span + label, return_counts=True)
+    order = torch.argsort((key // span) * (int(count.max()) + 1) + count)  # by segment, then count
+    out = torch.zeros(num, dtype=torch.long)
+    out[(key // span)[order]] = (key % span)[order]  # the last write per segment is its largest count
+    return out
 
 
 def main(argv=None) -> dict:

@@ -3,8 +3,7 @@
 import numpy as np
 import torch
 
-from larpanda.nn.graph import (average_linkage, connected_components, radius_graph, segment_majority_row, segment_max,
-                               segment_mean)
+from larpanda.nn.graph import average_linkage, connected_components, radius_graph, segment_max, segment_mean
 
 
 def _brute(pos, batch, r):
@@ -75,9 +74,3 @@ def test_segment_reductions():
     seg = torch.tensor([0, 0, 2])
     np.testing.assert_allclose(segment_mean(x, seg, 3).numpy(), [[2, -3], [0, 0], [5, 6]])
     np.testing.assert_allclose(segment_max(x, seg, 3).numpy(), [[3, -2], [0, 0], [5, 6]])
-
-def test_segment_majority_row_picks_a_row_of_the_most_frequent_label():
-    seg = torch.tensor([0, 0, 0, 1, 1, 2])
-    label = torch.tensor([5, 7, 7, 3, 2, 9])
-    rows = segment_majority_row(seg, label, 3)
-    assert label[rows].tolist() == [7, 2, 9] and rows.tolist() == [1, 4, 5]  # ties: the smallest label

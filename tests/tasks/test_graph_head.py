@@ -341,3 +341,5 @@ def test_fragment_graph_has_knn_neighbours_in_training_and_inference_knn_at_infe
     assert head.set_post(inference_knn="2")["inference_knn"] == 2
     with pytest.raises(Exception, match="inference_knn"):
         head.set_post(inference_knn=0)
+    with pytest.raises(Exception, match="inference_knn"):
+        GraphHead(3, inference_knn=0)

@@ -7,8 +7,8 @@
 * `connected_components`: component id per node of an undirected edge list.
 * `average_linkage`: clusters of a scored graph merged greedily by the weighted mean score of the edges
   between them (one wrong edge cannot merge two clusters that other edges keep apart).
-* `segment_mean` / `segment_max` / `segment_sum`: reductions of rows by a segment id; `segment_member_row` /
-  `segment_majority_row`: a row standing for each segment; `group_size`: the size of each row's group.
+* `segment_mean` / `segment_max` / `segment_sum`: reductions of rows by a segment id; `segment_member_row`: a
+  row standing for each (label-pure) segment; `group_size`: the size of each row's group.
 """
 
 from __future__ import annotations
@@ -156,20 +156,6 @@ def segment_member_row(seg, num: int) -> torch.Tensor:
     """(num,) the row of one member of each segment of ``seg`` (N,) (for label-pure segments, where any member
     stands for its segment)."""
     return torch.zeros(num, dtype=torch.long, device=seg.device).scatter_(0, seg, torch.arange(len(seg), device=seg.device))
-
-
-def segment_majority_row(seg, label, num: int) -> torch.Tensor:
-    """(num,) for each segment of ``seg`` (N,) the first row holding its most frequent ``label`` (N,) (ties:
-    the smallest label): the row that stands for an impure segment."""
-    span = int(label.max()) + 2 if len(label) else 1
-    keys, inv, cnt = torch.unique(seg * span + label + 1, return_inverse=True, return_counts=True)
-    kseg = keys // span
-    top = torch.zeros(num, dtype=cnt.dtype, device=seg.device).scatter_reduce(0, kseg, cnt, reduce="amax", include_self=False)
-    best_key = torch.full((num,), keys.max() + 1 if len(keys) else 0, dtype=keys.dtype, device=seg.device)
-    best_key = best_key.scatter_reduce(0, kseg[cnt == top[kseg]], keys[cnt == top[kseg]], reduce="amin")
-    rows = torch.nonzero(keys[inv] == best_key[seg]).squeeze(1)
-    first = torch.full((num,), len(seg), dtype=torch.long, device=seg.device)
-    return first.scatter_reduce(0, seg[rows], rows, reduce="amin")
 
 
 def group_size(ids, batch) -> torch.Tensor:

@@ -15,9 +15,9 @@ clustering, in the spirit of SPINE's GraphSPICE + GrapPA chain, trainable on a C
 
 Training runs every stage on the true partitions (the true fragments are the components of the true
 "same particle" voxel edges; GrapPA trains on true fragments too), by default also cut where the head's own
-scores cut (``predicted_cuts``). Losses: class-balanced binary cross-entropy for every edge decision, cross-entropy for motif and PID. Inference
-thresholds the voxel edges, groups fragments and particles by ``linkage`` at each stage's threshold and turns
-instances below ``min_points`` into stuff.
+scores cut (``predicted_cuts``). Losses: class-balanced binary cross-entropy for every edge decision,
+cross-entropy for motif and PID. Inference thresholds the voxel edges, groups fragments and particles by
+``linkage`` at each stage's threshold and turns instances below ``min_points`` into stuff.
 
 Shapes: N points of a batch, E voxel edges, F fragments, P particles; H = ``hidden``.
 """
@@ -37,8 +37,7 @@ from .postprocess_settings import GRAPH_KEYS, GRAPH_THRESHOLDS
 
 DEFAULTS = dict(radius=1.8, hidden=64, layers=3, knn=8, samples=16, edge_threshold=0.5, fragment_threshold=0.5,
                 interaction_threshold=0.5, min_points=3, linkage="average", inference_knn=None, predicted_cuts=True,
-                endpoint_features=True,
-                local_directions=True, join_weight="particle")
+                endpoint_features=True, local_directions=True, join_weight="particle")
 JOIN_WEIGHTS = ("fragment", "particle")  # `GraphHead.loss`: what a wrong join of two clusters is weighted by
 LINKAGES = ("single", "average")  # `GraphHead._group`: how scored cluster edges become particles / interactions
 # `inference_knn`, the fragment graph's neighbours at inference, when not given. Val split of the fixed benchmark,
@@ -271,7 +270,7 @@ class GraphHead(nn.Module):
         self.post = {}
         self.set_post(edge_threshold=edge_threshold, fragment_threshold=fragment_threshold,
                       interaction_threshold=interaction_threshold, min_points=min_points, linkage=linkage,
-                      inference_knn=inference_knn or FRAGMENT_INFERENCE_KNN)
+                      inference_knn=FRAGMENT_INFERENCE_KNN if inference_knn is None else inference_knn)
         self.level, self.radius, self.knn, self.samples = level, float(radius), int(knn), int(samples)
         self.point = nn.Sequential(nn.LayerNorm(in_channels + 1), _mlp(in_channels + 1, hidden, hidden))
         self.motif = nn.Linear(hidden, NUM_MOTIF)
@@ -399,7 +398,7 @@ class GraphHead(nn.Module):
         (n_thing,), ``part_of_frag`` (F,)) with ``self.particle`` (nodes: mean fragment state ``xf``, PID,
         mean motif probabilities ``prob`` (n_thing, 5), geometry); writes ``interaction_logits``/``_edges``/
         ``_size`` (and ``_target`` with ``truth_ids`` (n_thing,)) into ``out``; returns the interaction of
-        each particle: components of the kept edges."""
+        each particle (`_group`)."""
         geo, edges, efeat = self._clusters(pos, energy, part, npart, batch, self.knn)  # 12 or 16 at inference: lower val ARI
         node = torch.cat([segment_mean(xf, part_of_frag, npart), out["particle_pid"],
                           segment_mean(prob, part, npart), geo], 1)
