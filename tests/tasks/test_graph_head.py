@@ -343,3 +343,38 @@ def test_fragment_graph_has_knn_neighbours_in_training_and_inference_knn_at_infe
         head.set_post(inference_knn=0)
     with pytest.raises(Exception, match="inference_knn"):
         GraphHead(3, inference_knn=0)
+
+
+def test_stuff_threshold_sets_which_points_are_stuff():
+    # every point scored LED with probability 0.3 (track 0.7): thing at stuff_threshold 0.5, stuff (−1, the
+    # background class) at the default 0.2 (STUFF_THRESHOLD), as the mask head's stuff_threshold
+    pos, label = _tracks()
+    feat = torch.nn.functional.one_hot(torch.as_tensor(label), 3).float()
+    head = _hand_head()
+    with torch.no_grad():
+        head.motif.bias.copy_(torch.tensor([-20.0, float(np.log(7 / 3)), -20.0, -20.0, 0.0]))
+    assert head.post["stuff_threshold"] == 0.2
+    pp = head.postprocess(head(feat, _point([pos])), background_class=5)
+    assert (pp["instance"][0] == -1).all() and (pp["cls"][0] == 5).all()
+    head.set_post(stuff_threshold=0.5)
+    pp = head.postprocess(head(feat, _point([pos])), background_class=5)
+    np.testing.assert_array_equal(_partition(pp["instance"][0].numpy()), _partition(label))
+    with pytest.raises(Exception, match="stuff_threshold"):
+        head.set_post(stuff_threshold=1.0)
+
+
+def test_motif_context_is_the_mean_of_the_neighbours_within_the_radius():
+    # points at x = 0, 2, 4 and 20 voxels (CONTEXT_RADIUS 3): 0-2 and 2-4 are neighbours, 0-4 and 20 are not
+    from larpanda.tasks.graph_head import CONTEXT_RADIUS
+
+    assert CONTEXT_RADIUS == 3.0
+    pos = torch.tensor([[0.0, 0, 0], [2, 0, 0], [4, 0, 0], [20, 0, 0]])
+    h = torch.tensor([[1.0], [2.0], [4.0], [8.0]])
+    head = GraphHead(in_channels=3, hidden=1, motif_context=True)
+    ctx = head._with_context(h, pos, torch.zeros(4, dtype=torch.long))
+    torch.testing.assert_close(ctx[:, 1], torch.tensor([2.0, 2.5, 2.0, 0.0]))
+    torch.testing.assert_close(ctx[:, 2], torch.log1p(torch.tensor([1.0, 2.0, 1.0, 0.0])) / 4)
+    # events of a batch are not neighbours of each other
+    ctx = head._with_context(h, pos, torch.tensor([0, 1, 1, 1]))
+    torch.testing.assert_close(ctx[:, 1], torch.tensor([0.0, 4.0, 2.0, 0.0]))
+    assert head.motif[0].in_features == 3 and GraphHead(in_channels=3, hidden=1).motif.in_features == 1

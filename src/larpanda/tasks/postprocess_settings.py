@@ -65,7 +65,8 @@ def _typed(key: str, raw):
 # The graph head's settings (docs/model.md §4.8): the score thresholds of its three stages, in stage order,
 # the smallest instance it keeps, how scored cluster edges are grouped (single or average linkage) and the
 # neighbours per fragment of the fragment graph at inference.
-GRAPH_KEYS = ("edge_threshold", "fragment_threshold", "interaction_threshold", "min_points", "linkage", "inference_knn")
+GRAPH_KEYS = ("edge_threshold", "fragment_threshold", "interaction_threshold", "min_points", "linkage", "inference_knn",
+              "stuff_threshold")
 GRAPH_THRESHOLDS = GRAPH_KEYS[:3]
 
 
