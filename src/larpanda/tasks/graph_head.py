@@ -2,9 +2,10 @@
 clustering, in the spirit of SPINE's GraphSPICE + GrapPA chain, trainable on a CPU.
 
 1. Voxels: a point MLP on the backbone's up-cast features and the log energy gives per-point embeddings
-   ``h`` (N, H) and motif logits (N, 5). Points whose motif is LED (class 4) are "stuff" (instance −1). The
-   other points are joined by a radius graph (``radius`` voxels, 1.8 = the 26 neighbours) and an edge MLP
-   scores each edge "same particle"; connected components of the kept edges are the *fragments*.
+   ``h`` (N, H) and motif logits (N, 5). Points whose LED (class 4) probability is at least ``stuff_threshold``
+   are "stuff" (instance −1). The other points are joined by a radius graph (``radius`` voxels, 1.8 = the 26
+   neighbours) and an edge MLP scores each edge "same particle"; connected components of the kept edges are
+   the *fragments*.
 2. Fragments: a small message-passing network over fragments (nodes: pooled embeddings, size, energy,
    centroid, principal axis and spread; edges: each fragment's ``knn`` nearest fragments by closest
    distance) predicts which fragments belong to the same particle (edge scores) and each fragment's PID
