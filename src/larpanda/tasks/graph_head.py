@@ -37,8 +37,9 @@ from ..nn.graph import (average_linkage, connected_components, group_size, radiu
 from .postprocess_settings import GRAPH_KEYS, GRAPH_THRESHOLDS
 
 DEFAULTS = dict(radius=1.8, hidden=64, layers=3, knn=8, samples=16, edge_threshold=0.5, fragment_threshold=0.5,
-                interaction_threshold=0.5, min_points=3, stuff_threshold=None, linkage="average", inference_knn=None, predicted_cuts=True,
-                endpoint_features=True, local_directions=True, join_weight="particle", motif_context=False)
+                interaction_threshold=0.5, min_points=3, stuff_threshold=None, linkage="average", inference_knn=None,
+                predicted_cuts=True, endpoint_features=True, local_directions=True, join_weight="particle",
+                motif_context=False)
 JOIN_WEIGHTS = ("fragment", "particle")  # `GraphHead.loss`: what a wrong join of two clusters is weighted by
 LINKAGES = ("single", "average")  # `GraphHead._group`: how scored cluster edges become particles / interactions
 # `inference_knn`, the fragment graph's neighbours at inference, when not given. Val split of the fixed benchmark,
@@ -264,8 +265,8 @@ class GraphHead(nn.Module):
     def __init__(self, in_channels: int, level: str = "particle", radius: float = 1.8, hidden: int = 64,
                  layers: int = 3, knn: int = 8, samples: int = 16, edge_threshold: float = 0.5,
                  fragment_threshold: float = 0.5, interaction_threshold: float = 0.5, min_points: int = 3,
-                 stuff_threshold: float | None = None, linkage: str = "average", inference_knn: int | None = None, predicted_cuts: bool = True,
-                 endpoint_features: bool = True, local_directions: bool = True,
+                 stuff_threshold: float | None = None, linkage: str = "average", inference_knn: int | None = None,
+                 predicted_cuts: bool = True, endpoint_features: bool = True, local_directions: bool = True,
                  join_weight: str = "particle", motif_context: bool = False):
         super().__init__()
         if join_weight not in JOIN_WEIGHTS:
@@ -277,7 +278,8 @@ class GraphHead(nn.Module):
         self.post = {}
         self.set_post(edge_threshold=edge_threshold, fragment_threshold=fragment_threshold,
                       interaction_threshold=interaction_threshold, min_points=min_points,
-                      stuff_threshold=STUFF_THRESHOLD if stuff_threshold is None else stuff_threshold, linkage=linkage,
+                      stuff_threshold=STUFF_THRESHOLD if stuff_threshold is None else stuff_threshold,
+                      linkage=linkage,
                       inference_knn=FRAGMENT_INFERENCE_KNN if inference_knn is None else inference_knn)
         self.level, self.radius, self.knn, self.samples = level, float(radius), int(knn), int(samples)
         self.point = nn.Sequential(nn.LayerNorm(in_channels + 1), _mlp(in_channels + 1, hidden, hidden))
@@ -372,7 +374,10 @@ class GraphHead(nn.Module):
         h = self.point(torch.cat([feat, energy[:, None]], 1))
         motif = self.motif(self._with_context(h, pos, batch) if self.context else h)
         prob = motif.softmax(1)
-        thing = truth["instance_particle"] >= 0 if truth is not None else prob[:, LED_CLASS] < self.post["stuff_threshold"]
+        if truth is not None:
+            thing = truth["instance_particle"] >= 0
+        else:
+            thing = prob[:, LED_CLASS] < self.post["stuff_threshold"]
         idx = torch.nonzero(thing).squeeze(1)
         out = {"motif_logits": motif, "counts": counts, "thing": idx}
         if truth is not None:
