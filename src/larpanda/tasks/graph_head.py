@@ -295,9 +295,9 @@ class GraphHead(nn.Module):
         points, LED included) and log(1 + their number) / 4, for the motif logits: whether a low-energy voxel
         beside a track or shower is LED (stuff) is told by what surrounds it."""
         i, j = radius_graph(pos, batch, CONTEXT_RADIUS)
-        n = h.shape[0]
-        mean = segment_mean(torch.cat([h[j], h[i]]), torch.cat([i, j]), n)
-        deg = torch.bincount(torch.cat([i, j]), minlength=n).to(h.dtype)
+        n, both = h.shape[0], torch.cat([i, j])  # each undirected edge in both directions
+        mean = segment_mean(torch.cat([h[j], h[i]]), both, n)
+        deg = torch.bincount(both, minlength=n).to(h.dtype)
         return torch.cat([h, mean, torch.log1p(deg)[:, None] / 4], 1)
 
     def _clusters(self, pos, energy, seg, num, batch, knn: int):
