@@ -15,8 +15,9 @@ its interactions; ``oracle_edges`` = its particles joined over its own particle 
 same-interaction decision (majority interaction of each particle), i.e. a perfect stage 3;
 ``no_wrong_joins`` / ``no_wrong_splits`` = its average linkage with every particle edge across / inside true
 interactions scored 0 / 1; ``particle_cap`` = every predicted particle given its majority interaction;
-``fragment_cap`` = every fragment given its majority interaction. What the caps lose is the LED points that
-the head calls thing, which no grouping can put right.
+``fragment_cap`` = every fragment given its majority interaction; ``led_fragments_stuff`` = its interactions
+with every fragment that is mostly true LED called stuff (a perfect LED-fragment decision). What the caps
+lose is the LED points that the head calls thing, which no grouping can put right.
 """
 
 from __future__ import annotations
@@ -51,13 +52,15 @@ def interaction_rows(out: dict, truth: torch.Tensor, threshold: float) -> dict:
     pmaj = majority(part, truth, npart)
     edges, score = out["interaction_edges"], torch.sigmoid(out["interaction_logits"]).double()
     same = pmaj[edges[0]] == pmaj[edges[1]]
+    led_fragment = torch.bincount(frag, (truth < 0).double(), minlength=nf) > 0.5 * torch.bincount(frag, minlength=nf)
     size = out["interaction_size"].double()
     w = size[edges[0]] * size[edges[1]]
     return {"predicted": out["interaction_of_thing"],
             "oracle_edges": connected_components(npart, edges[:, same])[part],
             "no_wrong_joins": average_linkage(npart, edges, torch.where(same, score, 0.0), w, threshold)[part],
             "no_wrong_splits": average_linkage(npart, edges, torch.where(same, 1.0, score), w, threshold)[part],
-            "particle_cap": pmaj[part], "fragment_cap": majority(frag, truth, nf)[frag]}
+            "particle_cap": pmaj[part], "fragment_cap": majority(frag, truth, nf)[frag],
+            "led_fragments_stuff": torch.where(led_fragment[frag], -1, out["interaction_of_thing"])}
 
 
 def main(argv=None) -> dict:

@@ -65,6 +65,7 @@ class _SameLabelFragments(nn.Module):  # fragment nodes [mean h, ...]: join frag
 
 
 def _hand_head(k=3, join_fragments=True, **kwargs):
+    kwargs.setdefault("led_fragments", False)  # the hand-set fragment modules give PID logits only
     head = GraphHead(in_channels=k, hidden=k, **kwargs)
     head.point = _Take(k)
     head.motif = nn.Linear(k, 5)
@@ -223,28 +224,6 @@ def test_training_reduces_loss_and_config_round_trips(event, one_thread):
         assert again.head == "graph" and again.config == m.config
 
 
-def test_endpoint_features_tell_end_to_end_from_side_on():
-    """Two collinear pieces of one track, 3 voxels apart end to end, against a track that starts 3 voxels
-    beside the middle of another: |t| is 1 at both ends of the first pair and 0 / 1 for the second, and
-    the gap direction is along both axes for the first pair, across one of them for the second."""
-    from larpanda.tasks.graph_head import cluster_geometry, cluster_graph
-
-    a = [(x, 0, 0) for x in range(0, 11)]
-    b = [(x, 0, 0) for x in range(13, 24)]  # continues a after a 3-voxel gap
-    c = [(x, 50, 0) for x in range(0, 21)]
-    d = [(10, y, 0) for y in range(53, 64)]  # leaves the middle of c sideways, 3 voxels away
-    pos = torch.tensor(a + b + c + d, dtype=torch.float32)
-    seg = torch.repeat_interleave(torch.arange(4), torch.tensor([len(a), len(b), len(c), len(d)]))
-    _, axis, cen = cluster_geometry(pos, torch.zeros(len(pos)), seg, 4)
-    edges, feat = cluster_graph(pos, seg, 4, torch.zeros(4, dtype=torch.long), axis, cen, knn=1, samples=32,
-                                endpoints=True)
-    rows = {tuple(e): f for e, f in zip(edges.t().tolist(), feat)}
-    ab, cd = rows[(0, 1)], rows[(2, 3)]
-    assert torch.allclose(ab[0], torch.tensor(3.0).log1p()) and torch.allclose(cd[0], torch.tensor(3.0).log1p())
-    assert torch.allclose(ab[5:], torch.tensor([1.0, 1.0, 1.0, 1.0]), atol=1e-5)  # ends meet along the axes
-    assert torch.allclose(cd[5:], torch.tensor([0.0, 1.0, 0.0, 1.0]), atol=1e-5)  # middle of c, end of d, across c
-
-
 def test_saved_heads_without_endpoint_features_still_load():
     """A graph head saved before the endpoint edge features (no ``endpoint_features`` key) is rebuilt
     without them, so its state dict fits."""
@@ -261,27 +240,6 @@ def test_saved_heads_without_endpoint_features_still_load():
     cfg["graph"]["endpoint_features"] = True  # saved between the endpoint features and the local directions
     assert model_from_config(cfg).decoder.fragment.edge_in[0].in_features == 9
     assert PanopticModel(load_config("tiny", "model"), mode="decoder", head="graph", graph={"hidden": 8}).decoder.fragment.edge_in[0].in_features == 12
-
-
-def test_local_directions_follow_a_curved_track_where_its_axis_does_not():
-    """A quarter circle (radius 30 voxels) continued, after a 3-voxel gap, by a straight piece along its
-    final direction: the arc's principal axis is at ~45° to the gap, but its local direction at the end is
-    along it, so |d_i·d_j| and both |d·w| are ~1 while the axis-based min |a·w| is not."""
-    import math
-
-    from larpanda.tasks.graph_head import cluster_geometry, cluster_graph
-
-    arc = sorted({(round(30 * math.cos(t)), round(30 * math.sin(t)), 0) for t in [k * math.pi / 400 for k in range(201)]})
-    line = [(-x, 30, 0) for x in range(3, 30)]
-    pos = torch.tensor(arc + line, dtype=torch.float32)
-    seg = torch.repeat_interleave(torch.arange(2), torch.tensor([len(arc), len(line)]))
-    _, axis, cen = cluster_geometry(pos, torch.zeros(len(pos)), seg, 2)
-    edges, feat = cluster_graph(pos, seg, 2, torch.zeros(2, dtype=torch.long), axis, cen, knn=1, samples=16,
-                                endpoints=True, local=True)
-    assert edges.t().tolist() == [[0, 1]] and feat.shape == (1, 12)
-    f = feat[0]
-    assert f[7] < 0.85  # min over the ends of |axis · gap|: the arc's axis is oblique
-    assert torch.all(f[9:] > 0.97), f[9:]  # local directions agree with each other and with the gap
 
 
 def test_wrong_joins_are_weighted_by_the_true_particles_they_would_merge():
@@ -378,3 +336,95 @@ def test_motif_context_is_the_mean_of_the_neighbours_within_the_radius():
     ctx = head._with_context(h, pos, torch.tensor([0, 1, 1, 1]))
     torch.testing.assert_close(ctx[:, 1], torch.tensor([0.0, 4.0, 2.0, 0.0]))
     assert head.motif[0].in_features == 3 and GraphHead(in_channels=3, hidden=1).motif.in_features == 1
+
+
+class _LedFragments(nn.Module):  # as _SameLabelFragments, with a 6th node output: LED fragment (+10) for label 3
+    def forward(self, x, e, edges):
+        h = x[:, :4]
+        logit = 10 - 20 * (h[edges[0]] - h[edges[1]]).abs().sum(1)
+        node = torch.full((len(x), 6), -10.0)
+        node[:, MUON] = 10.0
+        node[:, 5] = torch.where(h[:, 3] > 0, 10.0, -10.0)
+        return x, logit, node
+
+
+def _tracks_and_blob():
+    """`_tracks` and two LED blobs (label 3, two voxels and one) away from them, which every motif score calls
+    track."""
+    pos, label = _tracks()
+    pos = np.concatenate([pos, np.array([(60, 60, 60), (60, 60, 61), (64, 60, 60)], np.float32)])
+    label = np.concatenate([label, [3, 3, 3]])
+    return pos, label, torch.nn.functional.one_hot(torch.as_tensor(label), 4).float()
+
+
+def test_led_fragments_are_stuff_and_leave_the_particles_whole():
+    pos, label, feat = _tracks_and_blob()
+    head = _hand_head(k=4, led_fragments=True)
+    head.fragment = _LedFragments()
+    out = head(feat, _point([pos]))
+    nf = len(out["fragment_size"])
+    assert out["led_fragment_logits"].shape == (nf,) and int(out["fragment_edges"].max()) < nf
+    assert len(out["thing"]) == len(out["fragment_of_thing"]) == (label < 3).sum()
+    pp = head.postprocess(out, background_class=5)
+    inst, cls = pp["instance"][0].numpy(), pp["cls"][0].numpy()
+    assert (inst[label == 3] == -1).all() and (cls[label == 3] == 5).all()
+    np.testing.assert_array_equal(_partition(inst[label < 3]), _partition(label[label < 3]))
+    # the threshold is an inference setting: above the blob's probability it is a particle of its own
+    assert head.set_post(led_fragment_threshold=0.99999)["led_fragment_threshold"] == 0.99999
+    inst = head.postprocess(head(feat, _point([pos])), background_class=5)["instance"][0].numpy()
+    np.testing.assert_array_equal(_partition(inst), _partition(label))
+
+
+def test_led_fragments_train_on_the_led_points_the_motif_head_calls_thing():
+    pos, label, feat = _tracks_and_blob()
+    ids = torch.as_tensor(np.where(label == 3, -1, label)).long()
+    truth = {"instance_particle": ids, "instance_interaction": ids.clamp(max=0),
+             "segment_motif": torch.where(ids < 0, 4, 1), "segment_pid": torch.where(ids < 0, 5, MUON)}
+    for level in ("particle", "interaction"):
+        head = _hand_head(k=4, led_fragments=True, level=level).train()
+        head.fragment = _LedFragments()
+        if level == "interaction":
+            head.particle = _NeverJoin()
+        out = head(feat, _point([pos]), truth)
+        # six fragments (A, B, the two pieces of C, the blobs), the blobs LED; no edge joins them to anything,
+        # each other included
+        assert out["led_fragment_target"].tolist() == [False] * 4 + [True] * 2
+        touching = (out["fragment_edges"] >= 4).any(0)
+        assert ((out["fragment_edges"] >= 4).all(0)).any() and not out["fragment_target"][touching].any()
+        assert out["fragment_truth_size"][4:].tolist() == [2, 1]  # their own sizes, not all the LED of the event
+        # the blob leaves the thing points before the particle stage
+        assert len(out["thing"]) == (label < 3).sum() and (ids[out["thing"]] >= 0).all()
+        assert len(out["particle_of_thing"]) == len(out["thing"])
+        _, logs = head.loss(out)
+        assert np.isfinite(logs["loss_led_fragment"])
+    # without led_fragments, training sees the true thing points only
+    head = _hand_head(k=4).train()
+    head.fragment = _SameLabelFragments(4)
+    out = head(feat, _point([pos]), truth)
+    assert "led_fragment_target" not in out and len(out["thing"]) == (label < 3).sum()
+
+
+def test_led_fragments_default_by_level_and_saved_heads_without_them_load():
+    """On by default at the interaction level, off at the particle level (docs/benchmarks.md); the saved
+    config holds the resolved value, and a head saved before the option (no key) is rebuilt without it."""
+    from larpanda.tasks.panoptic import model_from_config
+
+    assert GraphHead(3, level="interaction").led_fragments and not GraphHead(3, level="particle").led_fragments
+    assert GraphHead(3, level="interaction").fragment.node_out.out_features == 6
+    model = PanopticModel(load_config("tiny", "model"), level="interaction", mode="decoder", head="graph",
+                          graph={"hidden": 8, "layers": 1, "led_fragments": False})
+    cfg = model.config
+    assert cfg["graph"]["led_fragments"] is False
+    cfg["graph"].pop("led_fragments")
+    again = model_from_config(cfg)
+    again.load_state_dict(model.state_dict())
+    assert not again.decoder.led_fragments
+    on = PanopticModel(load_config("tiny", "model"), level="interaction", mode="decoder", head="graph",
+                       graph={"hidden": 8, "layers": 1})
+    assert on.config["graph"]["led_fragments"] is True
+    model_from_config(on.config).load_state_dict(on.state_dict())
+    # a point is stuff from an LED probability of 0.3 with LED fragments, 0.2 without (STUFF_THRESHOLD*)
+    assert GraphHead(3, level="interaction").post["stuff_threshold"] == 0.3
+    assert GraphHead(3, level="particle").post["stuff_threshold"] == 0.2
+    assert GraphHead(3, level="interaction", led_fragments=False).post["stuff_threshold"] == 0.2
+    assert GraphHead(3, level="interaction", stuff_threshold=0.25).post["stuff_threshold"] == 0.25

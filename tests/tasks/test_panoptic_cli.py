@@ -113,7 +113,8 @@ def test_graph_head_train_evaluate_predict(tmp_path, fixture_pilarnet_event, lev
     m = json.loads(out.read_text())
     assert m["level"] == level and 0.0 <= m["ari"] <= 1.0 and m["num_events"] == 1.0
     assert m["postprocess"] == {"edge_threshold": 0.5, "fragment_threshold": 0.5, "interaction_threshold": 0.5,
-                                "min_points": 1, "linkage": "average", "inference_knn": 16, "stuff_threshold": 0.2}
+                                "min_points": 1, "linkage": "average", "inference_knn": 16,
+                                "stuff_threshold": 0.3 if level == "interaction" else 0.2, "led_fragment_threshold": 0.5}
     # the graph head's thresholds are its --post settings; the mask head's are refused for it
     assert main(["evaluate", "--weights", str(run), "--data", str(data), "--out", str(out), "--quiet",
                  "--post", "edge_threshold=0.2"]) == 0

@@ -10,14 +10,17 @@ clustering, in the spirit of SPINE's GraphSPICE + GrapPA chain, trainable on a C
    centroid, principal axis and spread; edges: each fragment's ``knn`` nearest fragments by closest
    distance) predicts which fragments belong to the same particle (edge scores) and each fragment's PID
    (γ e μ π p). Average-linkage agglomeration of the scored fragment edges (``linkage``; or connected
-   components of the kept edges) gives the *particles*.
+   components of the kept edges) gives the *particles*. With ``led_fragments`` it also scores each fragment
+   "LED" and the fragments at least ``led_fragment_threshold`` likely so become stuff before the grouping.
 3. Particles (interaction level only): the same network over particles predicts which share an
    interaction; grouped the same way.
 
 Training runs every stage on the true partitions (the true fragments are the components of the true
 "same particle" voxel edges; GrapPA trains on true fragments too), by default also cut where the head's own
-scores cut (``predicted_cuts``). Losses: class-balanced binary cross-entropy for every edge decision,
-cross-entropy for motif and PID. Inference thresholds the voxel edges, groups fragments and particles by
+scores cut (``predicted_cuts``); with ``led_fragments`` the true LED points that the motif scores call thing
+join the voxel and fragment stages as fragments of their own, which no edge joins to anything. Losses:
+class-balanced binary cross-entropy for every edge decision and the LED fragments, cross-entropy for motif
+and PID. Inference thresholds the voxel edges, groups fragments and particles by
 ``linkage`` at each stage's threshold and turns instances below ``min_points`` into stuff.
 
 Shapes: N points of a batch, E voxel edges, F fragments, P particles; H = ``hidden``.
@@ -34,12 +37,13 @@ from ..errors import UserError
 from ..data.transforms import SCALE
 from ..nn.graph import (average_linkage, connected_components, group_size, radius_graph, segment_max, segment_mean,
                         segment_member_row, segment_sum)
+from .cluster_geometry import GEOMETRY, cluster_geometry, cluster_graph, edge_width
 from .postprocess_settings import GRAPH_KEYS, GRAPH_THRESHOLDS
 
 DEFAULTS = dict(radius=1.8, hidden=64, layers=3, knn=8, samples=16, edge_threshold=0.5, fragment_threshold=0.5,
                 interaction_threshold=0.5, min_points=3, stuff_threshold=None, linkage="average", inference_knn=None,
                 predicted_cuts=True, endpoint_features=True, local_directions=True, join_weight="particle",
-                motif_context=False)
+                motif_context=False, led_fragments=None, led_fragment_threshold=0.5)
 JOIN_WEIGHTS = ("fragment", "particle")  # `GraphHead.loss`: what a wrong join of two clusters is weighted by
 LINKAGES = ("single", "average")  # `GraphHead._group`: how scored cluster edges become particles / interactions
 # `inference_knn`, the fragment graph's neighbours at inference, when not given. Val split of the fixed benchmark,
@@ -51,13 +55,13 @@ FRAGMENT_INFERENCE_KNN = 16
 # benchmark an interaction head gave ARI 0.837 / 0.852 / 0.866 / 0.870, F1 0.929 / 0.941 / 0.940 / 0.937, PQ
 # 0.891 / 0.899 / 0.898 / 0.879 at 0.5 / 0.3 / 0.2 / 0.1 (docs/benchmarks.md)
 STUFF_THRESHOLD = 0.2
+# With `led_fragments` (the fragment stage drops the LED fragments the motif scores call thing) the point decision can
+# lose fewer thing points: an interaction head on the val split gave ARI 0.870 / 0.884 / 0.887 / 0.865, F1 0.939 /
+# 0.945 / 0.947 / 0.934, PQ 0.878 / 0.894 / 0.897 / 0.885 at 0.2 / 0.3 / 0.4 / 0.5 (docs/benchmarks.md)
+STUFF_THRESHOLD_LED_FRAGMENTS = 0.3
 NUM_MOTIF, NUM_PID = 5, 5
 CONTEXT_RADIUS = 3.0  # voxels: `GraphHead._with_context`, the neighbourhood of each point for its motif
-GEOMETRY = 1 + 3 + 6 + 3 + 1  # `cluster_geometry`: log size, centroid, axis⊗axis, spread, energy
 NODE_GEOMETRY = NUM_MOTIF + GEOMETRY  # + mean motif probabilities
-EDGE_GEOMETRY = 5
-ENDPOINT_GEOMETRY = 4  # `_endpoint_features`
-LOCAL_GEOMETRY = 3  # `_endpoint_features` with ``local``
 
 
 def _mlp(i: int, h: int, o: int) -> nn.Sequential:
@@ -89,146 +93,6 @@ class GraphNet(nn.Module):
             x = nn_(x + nm(torch.cat([x, agg], 1)))
         node = self.node_out(x) if self.node_out is not None else None
         return x, self.edge_out(e).squeeze(1), node
-
-
-def cluster_geometry(pos, energy, seg, num):
-    """Per cluster (num, 14): log size, centroid (/768), principal-axis outer product (6, sign-free),
-    spread (sqrt of the covariance eigenvalues, /10 voxels), mean log energy; and the unit principal axes
-    (num, 3) and centroids (num, 3) in voxels. ``pos`` (N, 3) voxels, ``energy`` (N,) log-scaled."""
-    size = torch.bincount(seg, minlength=num).to(pos.dtype)
-    cen = segment_mean(pos, seg, num)
-    d = pos - cen[seg]
-    cov = segment_mean((d[:, :, None] * d[:, None, :]).reshape(-1, 9), seg, num).reshape(num, 3, 3)
-    evals, evecs = torch.linalg.eigh(cov.double() + 1e-6 * torch.eye(3, dtype=torch.float64, device=pos.device))
-    axis, evals = evecs[:, :, 2].to(pos.dtype), evals.clamp(min=0).to(pos.dtype)
-    iu = torch.triu_indices(3, 3, device=pos.device)
-    outer = (axis[:, :, None] * axis[:, None, :])[:, iu[0], iu[1]]
-    geo = torch.cat([torch.log1p(size)[:, None], cen / 768.0, outer, evals.sqrt() / 10.0,
-                     segment_mean(energy[:, None], seg, num)], 1)
-    return geo, axis, cen
-
-
-def _sample_rows(pos, seg, num, axis, cen, samples: int):
-    """Up to ``samples`` rows per cluster, evenly spaced along its principal axis (both ends included)."""
-    n = torch.bincount(seg, minlength=num)
-    proj = ((pos - cen[seg]) * axis[seg]).sum(1).double()
-    span = proj.abs().max().clamp(min=1.0) * 4
-    order = torch.argsort(seg.double() * span + proj)
-    start = torch.cumsum(n, 0) - n
-    k = n.clamp(max=samples)
-    owner = torch.repeat_interleave(torch.arange(num, device=pos.device), k)
-    j = torch.arange(int(k.sum()), device=pos.device) - torch.repeat_interleave(torch.cumsum(k, 0) - k, k)
-    step = (n[owner] - 1).double() / (k[owner] - 1).clamp(min=1).double()
-    return order[start[owner] + torch.floor(j.double() * step).long()], owner, j
-
-
-def _local_tangents(pad, count):
-    """(num, samples, 3) unit local direction at each sampled point: the chord between its two neighbours
-    along the axis order (one-sided at the ends; zero for one-point clusters). ``pad`` (num, samples, 3)
-    holds each cluster's ``count`` (num,) samples in its first slots."""
-    k = torch.arange(pad.shape[1], device=pad.device)[None]
-    last = (count[:, None] - 1).clamp(min=0)
-    nxt = torch.minimum(k + 1, last).clamp(min=0)
-    prv = torch.minimum((k - 1).clamp(min=0), last)
-    t = pad.gather(1, nxt[:, :, None].expand_as(pad)) - pad.gather(1, prv[:, :, None].expand_as(pad))
-    return t / t.norm(dim=2, keepdim=True).clamp(min=1e-6)
-
-
-def _endpoint_features(pos, seg, num, axis, cen, rows, owner, slot, samples: int, i, j, local: bool = False,
-                       chunk: int = 4096):
-    """(E, 4) features of cluster pairs (i, j) from their closest sampled points c_i, c_j: min and max over
-    the two ends of |t| (where c lies along the cluster's principal axis, 0 at the centroid, 1 at an end)
-    and of |a·w| (a: the cluster's axis, w: the unit vector from c_i to c_j; 0 when they touch). Two pieces
-    of one track meet end to end along their axes; a particle leaving a vertex or a delta ray leaving a
-    track meets the other one on its side or at an angle. With ``local`` (E, 7): also |d_i·d_j| and the min
-    and max of |d·w|, where d is the local direction of each cluster at c (`_local_tangents`): a curved or
-    long cluster's principal axis is not its direction where the two meet."""
-    proj = ((pos - cen[seg]) * axis[seg]).sum(1)
-    half = segment_max(proj.abs()[:, None], seg, num).squeeze(1).clamp(min=0.5)
-    pad = pos.new_zeros((num, samples, 3))
-    pad[owner, slot] = pos[rows]
-    missing = torch.ones((num, samples), dtype=torch.bool, device=pos.device)
-    missing[owner, slot] = False
-    tangent = _local_tangents(pad, (~missing).sum(1)) if local else None
-    feats = []
-    for c0 in range(0, len(i), chunk):
-        a, b = i[c0:c0 + chunk], j[c0:c0 + chunk]
-        pa, pb = pad[a], pad[b]
-        d = torch.cdist(pa, pb).masked_fill(missing[a][:, :, None] | missing[b][:, None, :], float("inf"))
-        best = d.flatten(1).argmin(1)
-        e = torch.arange(len(a), device=pos.device)
-        si, sj = best // samples, best % samples
-        ci, cj = pa[e, si], pb[e, sj]
-        ti = (((ci - cen[a]) * axis[a]).sum(1).abs() / half[a]).clamp(max=1)
-        tj = (((cj - cen[b]) * axis[b]).sum(1).abs() / half[b]).clamp(max=1)
-        w = cj - ci
-        norm = w.norm(dim=1, keepdim=True)
-        w = torch.where(norm > 0.5, w / norm.clamp(min=1e-6), torch.zeros_like(w))
-        fi, fj = (w * axis[a]).sum(1).abs(), (w * axis[b]).sum(1).abs()
-        cols = [torch.minimum(ti, tj), torch.maximum(ti, tj), torch.minimum(fi, fj), torch.maximum(fi, fj)]
-        if local:
-            di, dj = tangent[a, si], tangent[b, sj]
-            gi, gj = (w * di).sum(1).abs(), (w * dj).sum(1).abs()
-            cols += [(di * dj).sum(1).abs(), torch.minimum(gi, gj), torch.maximum(gi, gj)]
-        feats.append(torch.stack(cols, 1))
-    width = ENDPOINT_GEOMETRY + (LOCAL_GEOMETRY if local else 0)
-    return torch.cat(feats) if feats else pos.new_zeros((0, width))
-
-
-def cluster_graph(pos, seg, num, cluster_batch, axis, cen, knn: int, samples: int, chunk: int = 2048,
-                  endpoints: bool = False, local: bool = False):
-    """k-nearest-cluster graph within each event: edges (2, E) with i < j and their (E, 5) features
-    [log1p closest distance, log1p centroid distance, |a_i·a_j|, min and max of |a·u|] (a: principal axes,
-    u: unit centroid displacement), plus the 4 (``local``: 7) `_endpoint_features` with ``endpoints``.
-    Closest distances are over ``samples`` points per cluster."""
-    src, dst, dist = [], [], []
-    width = edge_width(endpoints, local)
-    if num < 2:
-        return torch.zeros((2, 0), dtype=torch.long, device=pos.device), torch.zeros((0, width), device=pos.device)
-    rows, owner, slot = _sample_rows(pos, seg, num, axis, cen, samples)
-    sp = pos[rows]
-    for b in torch.unique(cluster_batch).tolist():
-        ids = torch.nonzero(cluster_batch == b).squeeze(1)
-        if len(ids) < 2:
-            continue
-        lo = int(ids[0])
-        m = torch.nonzero((owner >= lo) & (owner <= int(ids[-1]))).squeeze(1)
-        own = owner[m] - lo
-        nb = len(ids)
-        closest = torch.full((nb, nb), float("inf"), device=pos.device, dtype=pos.dtype)
-        for c0 in range(0, len(m), chunk):
-            d = torch.cdist(sp[m[c0:c0 + chunk]], sp[m])
-            part = torch.full((d.shape[0], nb), float("inf"), device=pos.device, dtype=pos.dtype)
-            part = part.scatter_reduce(1, own[None].expand_as(d), d, reduce="amin")
-            closest = closest.scatter_reduce(0, own[c0:c0 + chunk, None].expand_as(part), part, reduce="amin")
-        closest.fill_diagonal_(float("inf"))
-        k = min(knn, nb - 1)
-        nbr = torch.topk(closest, k, dim=1, largest=False).indices
-        a = torch.arange(nb, device=pos.device).repeat_interleave(k)
-        bb = nbr.reshape(-1)
-        i, j = torch.minimum(a, bb), torch.maximum(a, bb)
-        pair = torch.unique(i * nb + j)
-        i, j = pair // nb, pair % nb
-        src.append(i + lo)
-        dst.append(j + lo)
-        dist.append(closest[i, j])
-    if not src:
-        return cluster_graph(pos, seg, 0, cluster_batch, axis, cen, knn, samples, endpoints=endpoints, local=local)
-    i, j, dmin = torch.cat(src), torch.cat(dst), torch.cat(dist)
-    disp = cen[j] - cen[i]
-    dc = disp.norm(dim=1)
-    u = disp / dc.clamp(min=1e-6)[:, None]
-    ai, aj = (axis[i] * u).sum(1).abs(), (axis[j] * u).sum(1).abs()
-    feat = torch.stack([torch.log1p(dmin), torch.log1p(dc), (axis[i] * axis[j]).sum(1).abs(),
-                        torch.minimum(ai, aj), torch.maximum(ai, aj)], 1)
-    if endpoints:
-        feat = torch.cat([feat, _endpoint_features(pos, seg, num, axis, cen, rows, owner, slot, samples, i, j, local)], 1)
-    return torch.stack([i, j]), feat
-
-
-def edge_width(endpoints: bool, local: bool) -> int:
-    """Columns of `cluster_graph`'s edge features."""
-    return EDGE_GEOMETRY + (ENDPOINT_GEOMETRY + (LOCAL_GEOMETRY if local else 0) if endpoints else 0)
 
 
 def edge_weights(edges, size, target, truth_size, join_weight: str = "particle") -> torch.Tensor:
@@ -267,7 +131,8 @@ class GraphHead(nn.Module):
                  fragment_threshold: float = 0.5, interaction_threshold: float = 0.5, min_points: int = 3,
                  stuff_threshold: float | None = None, linkage: str = "average", inference_knn: int | None = None,
                  predicted_cuts: bool = True, endpoint_features: bool = True, local_directions: bool = True,
-                 join_weight: str = "particle", motif_context: bool = False):
+                 join_weight: str = "particle", motif_context: bool = False, led_fragments: bool | None = None,
+                 led_fragment_threshold: float = 0.5):
         super().__init__()
         if join_weight not in JOIN_WEIGHTS:
             raise UserError(f"graph head: join_weight={join_weight!r} (choose from {', '.join(JOIN_WEIGHTS)})")
@@ -275,18 +140,22 @@ class GraphHead(nn.Module):
         self.predicted_cuts, self.endpoints = bool(predicted_cuts), bool(endpoint_features)
         self.local = self.endpoints and bool(local_directions)
         edge_in = edge_width(self.endpoints, self.local)
+        # one more fragment output, P(LED fragment) (`_drop_led_fragments`); by default at the interaction level only
+        self.led_fragments = level == "interaction" if led_fragments is None else bool(led_fragments)
+        if stuff_threshold is None:
+            stuff_threshold = STUFF_THRESHOLD_LED_FRAGMENTS if self.led_fragments else STUFF_THRESHOLD
         self.post = {}
         self.set_post(edge_threshold=edge_threshold, fragment_threshold=fragment_threshold,
                       interaction_threshold=interaction_threshold, min_points=min_points,
-                      stuff_threshold=STUFF_THRESHOLD if stuff_threshold is None else stuff_threshold,
-                      linkage=linkage,
+                      stuff_threshold=stuff_threshold,
+                      linkage=linkage, led_fragment_threshold=led_fragment_threshold,
                       inference_knn=FRAGMENT_INFERENCE_KNN if inference_knn is None else inference_knn)
         self.level, self.radius, self.knn, self.samples = level, float(radius), int(knn), int(samples)
         self.point = nn.Sequential(nn.LayerNorm(in_channels + 1), _mlp(in_channels + 1, hidden, hidden))
         self.context = bool(motif_context)
         self.motif = _mlp(2 * hidden + 1, hidden, NUM_MOTIF) if self.context else nn.Linear(hidden, NUM_MOTIF)
         self.voxel_edge = _mlp(2 * hidden + 2, hidden, 1)
-        self.fragment = GraphNet(2 * hidden + NODE_GEOMETRY, edge_in, hidden, layers, NUM_PID)
+        self.fragment = GraphNet(2 * hidden + NODE_GEOMETRY, edge_in, hidden, layers, NUM_PID + self.led_fragments)
         self.particle = (GraphNet(hidden + NODE_GEOMETRY + NUM_PID, edge_in, hidden, layers)  # `_interactions` nodes
                          if level == "interaction" else None)
 
@@ -376,6 +245,8 @@ class GraphHead(nn.Module):
         prob = motif.softmax(1)
         if truth is not None:
             thing = truth["instance_particle"] >= 0
+            if self.led_fragments:  # and the LED points it would call thing: the fragment stage learns to drop them
+                thing |= prob[:, LED_CLASS].detach() < STUFF_THRESHOLD  # 0.2 as in the runs measured
         else:
             thing = prob[:, LED_CLASS] < self.post["stuff_threshold"]
         idx = torch.nonzero(thing).squeeze(1)
@@ -396,26 +267,62 @@ class GraphHead(nn.Module):
         geo, fedges, fefeat = self._clusters(pp, energy[idx], frag, nf, pb,
                                              self.knn if truth is not None else self.post["inference_knn"])
         fnode = torch.cat([segment_mean(hp, frag, nf), segment_max(hp, frag, nf), segment_mean(prob[idx], frag, nf), geo], 1)
-        xf, out["fragment_logits"], out["pid_logits"] = self.fragment(fnode, fefeat, fedges)
+        xf, out["fragment_logits"], node = self.fragment(fnode, fefeat, fedges)
+        out["pid_logits"] = node[:, :NUM_PID]
         out["fragment_size"], out["fragment_of_thing"] = torch.bincount(frag, minlength=nf), frag
         out["fragment_edges"] = fedges
         if truth is not None:
             first = segment_member_row(frag, nf)
-            fpart = part_pt[first]
-            out["fragment_target"] = fpart[fedges[0]] == fpart[fedges[1]]
-            out["fragment_truth_size"] = group_size(part_pt, pb)[first]
+            fpart = part_pt[first]  # −1: a fragment of LED points (`led_fragments`), never part of a particle
+            out["fragment_target"] = (fpart[fedges[0]] == fpart[fedges[1]]) & (fpart[fedges[0]] >= 0)
+            out["fragment_truth_size"] = torch.where(fpart >= 0, group_size(part_pt, pb)[first], out["fragment_size"])
             out["pid_target"] = truth["segment_pid"][idx][first]
-        part_of_frag = self._group(nf, fedges, out["fragment_logits"], out.get("fragment_target"), 1, out["fragment_size"])
+        stage = dict(edges=fedges, logits=out["fragment_logits"], target=out.get("fragment_target"),
+                     size=out["fragment_size"], pid=out["pid_logits"], state=xf)
+        if self.led_fragments:
+            keep_pt, frag, stage = self._drop_led_fragments(out, node[:, NUM_PID], frag, stage,
+                                                            fpart < 0 if truth is not None else None)
+            idx, pp, pb, nf = idx[keep_pt], pp[keep_pt], pb[keep_pt], len(stage["size"])
+        part_of_frag = self._group(nf, stage["edges"], stage["logits"], stage["target"], 1, stage["size"])
         npart = int(part_of_frag.max()) + 1 if nf else 0
         part = part_of_frag[frag]
-        w = torch.log1p(out["fragment_size"].float())[:, None]  # a particle's PID: its fragments', weighted by log(1 + size)
-        pid_prob = segment_sum(out["pid_logits"].softmax(1) * w, part_of_frag, npart)
+        w = torch.log1p(stage["size"].float())[:, None]  # a particle's PID: its fragments', weighted by log(1 + size)
+        pid_prob = segment_sum(stage["pid"].softmax(1) * w, part_of_frag, npart)
         out.update(particle_of_thing=part, particle_pid=pid_prob / pid_prob.sum(1, keepdim=True).clamp(min=1e-9))
         if self.particle is not None:
             inter_truth = truth["instance_interaction"][idx] if truth is not None else None
-            out["interaction_of_thing"] = self._interactions(xf, prob[idx], out, pp, energy[idx], part, part_of_frag,
+            out["interaction_of_thing"] = self._interactions(stage["state"], prob[idx], out, pp, energy[idx], part, part_of_frag,
                                                              npart, pb, inter_truth)[part]
         return out
+
+    def _drop_led_fragments(self, out, logits, frag, stage: dict, truth_led):
+        """Remove the LED fragments (``led_fragments``): the fragments of true LED points in training
+        (``truth_led`` (F,) bool), at inference those with P(LED fragment) ≥ ``led_fragment_threshold``. The
+        motif classifier sees one point; whether a small blob beside a shower is a Compton fragment too small to
+        be a particle (LED) or a piece of the shower is told by the fragment graph. Writes
+        ``led_fragment_logits`` (F,) (and ``_target``), ``thing`` and ``fragment_of_thing`` into ``out``; at
+        inference also the kept fragments' outputs. Returns the kept thing points (n_thing,) bool, their
+        fragments renumbered and ``stage`` (per fragment: size, pid, state; per edge: edges, logits, target)
+        restricted to the kept fragments."""
+        out["led_fragment_logits"] = logits
+        if truth_led is not None:
+            out["led_fragment_target"] = drop = truth_led
+        else:
+            drop = torch.sigmoid(logits.detach()) >= self.post["led_fragment_threshold"]
+        keep = ~drop
+        remap = torch.cumsum(keep.long(), 0) - 1
+        keep_pt = keep[frag]
+        edges = stage["edges"]
+        kept_edge = keep[edges[0]] & keep[edges[1]]
+        kept = {k: v[keep] for k, v in stage.items() if k in ("size", "pid", "state")}
+        kept |= {k: v[kept_edge] if v is not None else None for k, v in stage.items() if k in ("logits", "target")}
+        kept["edges"] = remap[edges[:, kept_edge]]
+        frag = remap[frag[keep_pt]]
+        out["thing"], out["fragment_of_thing"] = out["thing"][keep_pt], frag
+        if truth_led is None:
+            out.update(fragment_edges=kept["edges"], fragment_logits=kept["logits"], fragment_size=kept["size"],
+                       pid_logits=kept["pid"], led_fragment_logits=logits[keep])
+        return keep_pt, frag, kept
 
     def _interactions(self, xf, prob, out, pos, energy, part, part_of_frag, npart, batch, truth_ids):
         """Stage 3: score "same interaction" over the k-nearest graph of the ``npart`` particles (``part``
@@ -452,6 +359,9 @@ class GraphHead(nn.Module):
             w = torch.log1p(out["fragment_size"][ok].float())
             ce = F.cross_entropy(out["pid_logits"][ok], out["pid_target"][ok], reduction="none")
             parts["pid"] = (ce * w).sum() / w.sum()
+        if "led_fragment_target" in out:
+            parts["led_fragment"] = balanced_bce(out["led_fragment_logits"], out["led_fragment_target"],
+                                                 torch.log1p(out["fragment_size"].float()))
         if "interaction_logits" in out:
             parts["interaction_edge"] = balanced_bce(out["interaction_logits"], out["interaction_target"],
                                                      size_weight("interaction"))

@@ -163,7 +163,8 @@ class PanopticModel(nn.Module):
                 "energy_threshold": self.energy_threshold, "num_classes": self.num_classes,
                 "stuff_classes": list(self.stuff_classes), "class_names": LEVELS[self.level]["class_names"]} | (
                     {"exact_backbone": True} if self.exact_backbone else {}) | (
-                    {"head": "graph", "graph": self.graph_kwargs | self.decoder.post}
+                    {"head": "graph", "graph": self.graph_kwargs | self.decoder.post
+                     | {"led_fragments": self.decoder.led_fragments}}
                     if self.head == "graph" else {})
 
     @property
@@ -331,8 +332,10 @@ def model_from_config(cfg: dict) -> PanopticModel:
 def _saved_graph_kwargs(graph: dict | None) -> dict | None:
     """A saved graph head's settings; heads saved before the endpoint edge features (commit b0c2417 and
     earlier) have no ``endpoint_features`` key and were built without them, heads saved before the local
-    directions (commit e3b2ef9 and earlier) no ``local_directions`` key."""
-    return None if graph is None else {"endpoint_features": False, "local_directions": False, **graph}
+    directions (commit e3b2ef9 and earlier) no ``local_directions`` key, heads saved before the LED fragments
+    (commit 951dc17 and earlier) no ``led_fragments`` key."""
+    return None if graph is None else {"endpoint_features": False, "local_directions": False, "led_fragments": False,
+                                       **graph}
 
 
 # ------------------------------------------------------------------------------------------- runs

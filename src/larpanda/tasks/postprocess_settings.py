@@ -64,9 +64,10 @@ def _typed(key: str, raw):
 
 # The graph head's settings (docs/model.md §4.8): the score thresholds of its three stages, in stage order,
 # the smallest instance it keeps, how scored cluster edges are grouped (single or average linkage), the
-# neighbours per fragment of the fragment graph at inference and the LED probability from which a point is stuff.
+# neighbours per fragment of the fragment graph at inference, the LED probability from which a point is stuff and
+# the LED-fragment probability from which a fragment is (heads trained with ``led_fragments``).
 GRAPH_KEYS = ("edge_threshold", "fragment_threshold", "interaction_threshold", "min_points", "linkage", "inference_knn",
-              "stuff_threshold")
+              "stuff_threshold", "led_fragment_threshold")
 GRAPH_THRESHOLDS = GRAPH_KEYS[:3]
 
 
