@@ -184,7 +184,9 @@ class GraphHead(nn.Module):
         fragment graph at inference (``knn`` is the training graph's and the particle graph's;
         `FRAGMENT_INFERENCE_KNN`): average linkage weighs every edge between two clusters, and on the val split
         of the fixed benchmark a particle head trained with 8 neighbours gave ARI 0.817 / 0.854 / 0.858 / 0.855
-        with 8 / 12 / 16 / 24 at inference (single linkage with 16: 0.658, docs/benchmarks.md). Returns all of them."""
+        with 8 / 12 / 16 / 24 at inference (single linkage with 16: 0.658, docs/benchmarks.md); ``stuff_threshold``
+        and ``led_fragment_threshold`` (in (0, 1); the latter used by heads with ``led_fragments``). Returns all of
+        them."""
         cur = dict(self.post)
         for k, v in values.items():
             if k not in GRAPH_KEYS:
