@@ -347,7 +347,8 @@ class GraphHead(nn.Module):
 
     def loss(self, out: dict):
         """(loss, logs): motif CE + balanced BCE of the voxel, fragment (and particle) edges, each cluster
-        edge weighted by `edge_weights`, + PID CE of the fragments weighted by log(1 + size)."""
+        edge weighted by `edge_weights`, + PID CE of the fragments and (``led_fragments``) balanced BCE of their
+        LED decision, both weighted by log(1 + size)."""
         def size_weight(level):
             return edge_weights(out[f"{level}_edges"], out[f"{level}_size"], out[f"{level}_target"],
                                 out[f"{level}_truth_size"], self.join_weight)
@@ -356,14 +357,14 @@ class GraphHead(nn.Module):
                  "voxel_edge": balanced_bce(out["voxel_logits"], out["voxel_target"]),
                  "fragment_edge": balanced_bce(out["fragment_logits"], out["fragment_target"],
                                                size_weight("fragment"))}
+        fragment_weight = torch.log1p(out["fragment_size"].float())
         ok = (out["pid_target"] >= 0) & (out["pid_target"] < NUM_PID)
         if ok.any():
-            w = torch.log1p(out["fragment_size"][ok].float())
+            w = fragment_weight[ok]
             ce = F.cross_entropy(out["pid_logits"][ok], out["pid_target"][ok], reduction="none")
             parts["pid"] = (ce * w).sum() / w.sum()
         if "led_fragment_target" in out:
-            parts["led_fragment"] = balanced_bce(out["led_fragment_logits"], out["led_fragment_target"],
-                                                 torch.log1p(out["fragment_size"].float()))
+            parts["led_fragment"] = balanced_bce(out["led_fragment_logits"], out["led_fragment_target"], fragment_weight)
         if "interaction_logits" in out:
             parts["interaction_edge"] = balanced_bce(out["interaction_logits"], out["interaction_target"],
                                                      size_weight("interaction"))
