@@ -1,4 +1,4 @@
-"""Panoptic benchmark (issue 8): decoder-mode head on a frozen pretrained backbone, simulated events.
+"""Panoptic benchmark: decoder-mode head on a frozen pretrained backbone, simulated events.
 
 For each level (particle, interaction), within a wall-clock budget (default 15 min on CPU):
   1. fill the frozen-feature cache (one backbone pass per training event, shared by the levels; timed

@@ -1,4 +1,4 @@
-"""Representation check (issue 6): frozen features of the pretrained `cpu-small` backbone vs a randomly
+"""Representation check: frozen features of the pretrained `cpu-small` backbone vs a randomly
 initialised backbone of the same architecture, each probed by the SAME linear head trained on 1 % of
 the labelled simulated training events; mIoU (5 motif classes) on held-out simulated events.
 

@@ -1,4 +1,4 @@
-"""Thread policy on shared cores (issue 19): wall time of ``larpanda demo --quick`` alone and beside a running
+"""Thread policy on shared cores: wall time of ``larpanda demo --quick`` alone and beside a running
 ``larpanda train semantic``, with the policy off (torch's defaults: ``LARPANDA_THREADS_POLICY=off``) and with
 the default policy (`larpanda.threads`).
 

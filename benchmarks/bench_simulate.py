@@ -1,4 +1,4 @@
-"""Simulator acceptance (issue 4): simulate N events with the CLI, validate, measure spec-data §3 statistics.
+"""Simulator acceptance: simulate N events with the CLI, validate, measure spec-data §3 statistics.
 
     python benchmarks/bench_simulate.py [--events 1000] [--seed 0] [--out /tmp/larpanda_sim_acc]
 

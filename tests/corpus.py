@@ -1,4 +1,4 @@
-"""Bad-input corpus for the data layer (issue 10): each case is generated on the fly (no committed binaries).
+"""Bad-input corpus for the data layer: each case is generated on the fly (no committed binaries).
 
 ``make_corpus(tmpdir)`` writes every case and returns a list of `Case`. ``behaviour`` is one of
 

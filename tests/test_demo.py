@@ -1,4 +1,4 @@
-"""`larpanda demo`: the real ``larpanda demo --quick`` end to end (issue 9 acceptance), its results.json
+"""`larpanda demo`: the real ``larpanda demo --quick`` end to end, its results.json
 (shape, strict JSON, fractions in 0..1), the offline report.html, the pretrain → semantic backbone hand-off,
 and resuming (a second call skips every finished step); plus unit tests of the step plumbing.
 

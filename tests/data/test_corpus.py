@@ -1,4 +1,4 @@
-"""Issue 10: every case of the bad-input corpus has its documented behaviour, through the API, the
+"""Every case of the bad-input corpus has its documented behaviour, through the API, the
 Dataset (with and without skip_bad_events) and `larpanda info` (exit 2, one line, no traceback)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hypothesis properties of the data layer (issue 10 item 5): write -> read round trip of random valid
+"""Hypothesis properties of the data layer: write -> read round trip of random valid
 events; validate accepts every generated valid file and rejects each single-field corruption."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Inference memory guard (issue 10 item 4): estimate, limits, and the refusal of a 200k-voxel event with a
+"""Inference memory guard: estimate, limits, and the refusal of a 200k-voxel event with a
 clear message through the API and the ``predict`` / ``evaluate`` / ``embed`` commands (exit 2), or its
 counted skip with ``--skip-bad-events``."""
 

@@ -129,7 +129,7 @@ def test_uresnet_shapes_params_and_batch_independence():
         m0 = coords[:, 0] == 0
         alone = model(feat[m0], coords[m0])
     torch.testing.assert_close(alone, out[m0], rtol=1e-4, atol=1e-5)
-    # default preset matches issue 11: depth 5, 32..160 channels, 2 reps
+    # the default preset: depth 5, 32..160 channels, 2 reps
     base = UResNet()
     assert base.planes == [32, 64, 96, 128, 160] and base.reps == 2
 

@@ -1,4 +1,4 @@
-"""A tiny UResNet overfits a handful of synthetic events (issue 11 acceptance: train mIoU ≥ 0.95)."""
+"""A tiny UResNet overfits a handful of synthetic events (train mIoU ≥ 0.95)."""
 
 import pytest
 import torch

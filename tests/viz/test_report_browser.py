@@ -1,5 +1,5 @@
 """The report in a real browser: headless Chromium screenshot is not blank, no JavaScript errors, and a
-legend click on a 3D event display hides the trace (issue 9 acceptance)."""
+legend click on a 3D event display hides the trace."""
 
 from __future__ import annotations
 
