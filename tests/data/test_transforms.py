@@ -63,6 +63,7 @@ def test_energy_cut_is_strict_and_index_maps_back():
     assert sorted(out["index"].tolist()) == keep.tolist()
     assert not set(range(5)) & set(out["index"].tolist())
     np.testing.assert_array_equal(out["coord"], T.normalize_coord(p[out["index"], :3]))
+    np.testing.assert_array_equal(out["voxel_coord"], p[out["index"], :3].astype(np.int64))
     np.testing.assert_array_equal(out["segment_motif"], ev.segment_motif[out["index"]])
     # instances renumbered 0..K-1 among the surviving points
     inst = out["instance_particle"]
@@ -91,7 +92,7 @@ def test_prepare_batch_equals_collate_of_prepare():
     for k in b:
         assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
     aug = {"rotate": {"axes": ("z", "x", "y"), "p": 0.8}, "flip": {"axes": (0, 1), "p": 0.5},
-           "jitter": {"sigma": 0.001, "clip": 0.002}, "energy_jitter": {}}
+           "jitter": {"sigma": 0.001, "clip": 0.002}, "energy_jitter": {}, "lattice": {"p": 0.9}}
     a = T.prepare_batch(evs, augment=aug, rngs=[np.random.default_rng(i) for i in range(3)])
     b = collate([T.prepare(e, augment=aug, rng=np.random.default_rng(i)) for i, e in enumerate(evs)])
     for k in b:
@@ -137,3 +138,29 @@ def test_rotation_preserves_distances_and_flip_signs():
     assert np.abs(j - x).max() <= 0.001 + 1e-6
     with pytest.raises(ValueError, match="unknown augmentation"):
         T.augment_coord_energy(x, x[:, :1], {"spin": {}}, rng)
+
+
+def test_lattice_symmetry_moves_the_geometry_onto_the_same_lattice():
+    """A cube symmetry of the event, not of ``coord`` alone: every point keeps its row, and ``voxel_coord``,
+    ``grid_coord`` and ``coord`` are permuted and mirrored alike (voxels stay in 0..767, the grid starts at 0)."""
+    rng = np.random.default_rng(4)
+    ev = synthetic_event(rng, 800)
+    plain = T.prepare(ev)
+    v0, g0, c0 = plain["voxel_coord"], plain["grid_coord"], plain["coord"]
+    seen = set()
+    for seed in range(16):
+        out = T.prepare(ev, augment={"lattice": {}}, rng=np.random.default_rng(seed))
+        np.testing.assert_array_equal(out["index"], plain["index"])
+        symmetry = []
+        for i in range(3):
+            (j, flipped), = [(j, f) for j in range(3) for f in (False, True)
+                             if (out["voxel_coord"][:, i] == (767 - v0[:, j] if f else v0[:, j])).all()]
+            np.testing.assert_array_equal(out["grid_coord"][:, i], g0[:, j].max() - g0[:, j] if flipped else g0[:, j])
+            np.testing.assert_array_equal(out["coord"][:, i], -c0[:, j] if flipped else c0[:, j])
+            symmetry.append((j, flipped))
+        assert sorted(j for j, _ in symmetry) == [0, 1, 2]
+        assert (out["grid_coord"].min(0) == 0).all()
+        seen.add(tuple(symmetry))
+    assert len(seen) > 8  # many of the 48 symmetries drawn
+    never = T.prepare(ev, augment={"lattice": {"p": 0.0}}, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(never["grid_coord"], g0)

@@ -211,7 +211,7 @@ def test_logit_bias_applies_in_eval_only_and_round_trips():
     torch.manual_seed(0)
     model = SemanticModel("uresnet", uresnet=dict(filters=4, depth=2, reps=1), logit_bias=[0, 0, 5.0, 0, 0])
     g = torch.arange(30)[:, None].repeat(1, 3)
-    batch = collate([{"coord": g.float() / 100, "grid_coord": g, "feat": torch.zeros(30, 4), "energy": torch.ones(30, 1)}])
+    batch = collate([{"coord": g.float() / 100, "grid_coord": g, "voxel_coord": g, "feat": torch.zeros(30, 4), "energy": torch.ones(30, 1)}])
     model.eval()
     with torch.no_grad():
         biased = model(batch)

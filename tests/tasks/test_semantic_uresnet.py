@@ -1,5 +1,6 @@
 """A tiny UResNet overfits a handful of synthetic events (train mIoU ≥ 0.95)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,3 +50,43 @@ def test_cpu_long_budget_trains_the_uresnet_that_fits_it():
     chosen = build_semantic_model("uresnet", load_task_config("semantic", "cpu-long", ["uresnet.preset=uresnet-tiny"],
                                                               default="uresnet"))
     assert chosen.uresnet_kwargs["depth"] == 3
+
+
+def test_uresnet_convolves_on_the_voxel_lattice(one_thread):
+    """On ``grid_coord`` (0.665-voxel cells) consecutive voxels of a straight track are 1 or 2 cells apart, so a
+    kernel-3 convolution misses half of the neighbour links; the UResNet convolves on ``voxel_coord``, where every
+    voxel sees both neighbours. A saved model without the key keeps ``grid_coord``, as it was trained."""
+    from larpanda.data.pilarnet import event_from_labels
+    from larpanda.nn.uresnet import SparseLevel, batch_coords
+    from larpanda.tasks.semantic import model_from_config
+
+    n = 40
+    voxel = np.stack([np.arange(100, 100 + n), np.full(n, 300), np.full(n, 200)], 1)
+    zeros = np.zeros(n, np.int64)
+    ev = event_from_labels(voxel, np.full(n, 1.0), zeros + 1, zeros + 2, zeros, zeros)
+    batch = collate([prepare(ev)])
+    batch.ensure_batch()
+
+    def x_links(key):  # neighbour pairs along +x of the level-0 kernel-3 map
+        plus_x = 22  # offsets in itertools.product((-1, 0, 1), repeat=3) order: (1, 0, 0)
+        return sum(len(i) for k, i, _ in SparseLevel(batch_coords(batch[key], batch["batch"])).submanifold_map() if k == plus_x)
+
+    assert x_links("voxel_coord") == n - 1
+    assert x_links("grid_coord") <= (n - 1) // 2 + 1
+
+    torch.manual_seed(0)
+    model = SemanticModel("uresnet", uresnet=dict(depth=2, filters=4, reps=1)).eval()
+    assert model.uresnet_kwargs["voxel_grid"] is True
+    with torch.no_grad():
+        feat = model.features(batch)
+        on_voxels = model.backbone(batch["energy"], batch_coords(batch["voxel_coord"], batch["batch"]))
+        on_grid = model.backbone(batch["energy"], batch_coords(batch["grid_coord"], batch["batch"]))
+    assert torch.equal(feat, on_voxels) and not torch.allclose(feat, on_grid)
+
+    saved = {k: v for k, v in model.config.items()}
+    saved["uresnet"] = {k: v for k, v in saved["uresnet"].items() if k != "voxel_grid"}
+    old = model_from_config(saved)
+    assert old.voxel_grid is False and model_from_config(model.config).voxel_grid is True
+    del batch["voxel_coord"]
+    with pytest.raises(Exception, match="voxel_coord"):
+        model.features(batch)

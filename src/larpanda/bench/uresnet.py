@@ -40,7 +40,7 @@ def run(points=None, quick: bool = False, device: str = "cpu"):
     for k in tiles:
         point = tiled_fixture(k).to(device)
         point.ensure_batch()
-        coords = U.batch_coords(point["grid_coord"], point["batch"])
+        coords = U.batch_coords(point["voxel_coord"], point["batch"])  # the voxel lattice, as the semantic task
         feat = point["feat"][:, 3:4].contiguous()
         labels = torch.randint(0, 5, (len(coords),), device=device)
 

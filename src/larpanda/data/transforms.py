@@ -9,7 +9,10 @@ Eval chain (``panda/data.py default_transform``), reproduced bit for bit on the 
    of the Pointcept FNV hash of ``g``; one point per occupied cell.
 
 Augmentations (training) act AFTER GridSample on ``coord`` (and energy), never on ``grid_coord``
-(docs/design.md §6.3). Each takes an explicit ``np.random.Generator`` so runs are reproducible.
+(docs/design.md §6.3). ``voxel_coord`` carries each kept point's raw voxel indices: ``grid_coord`` is a
+0.665-voxel grid (0.001 in normalized units, as the reference), on which consecutive voxels are 1 or 2 cells
+apart, so the kernel-3 convolutions of the UResNet baseline use ``voxel_coord`` instead (docs/model.md §3.5).
+Each augmentation takes an explicit ``np.random.Generator`` so runs are reproducible.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import math
 import numpy as np
 
 from ..constants import ENERGY_THRESHOLD_MEV
-from .event import Event, renumber_ids
+from .event import GRID_SIZE_VOXELS, Event, renumber_ids
 
 CENTER = 384.0
 SCALE = 768 * math.sqrt(3) / 2  # 665.1075..., docs/design.md §6.2
@@ -153,15 +156,44 @@ AUGMENT_PRETRAIN = {
     "flip": {"axes": (0, 1, 2), "p": 0.5},
     "jitter": {"sigma": 0.00025, "clip": 0.001},
 }
-AUGMENT_ORDER = ("energy_jitter", "center_shift", "rotate", "flip", "scale", "jitter")
+AUGMENT_ORDER = ("lattice", "energy_jitter", "center_shift", "rotate", "flip", "scale", "jitter")
+
+
+def lattice_symmetry(coord, grid_coord, voxel_coord, rng, p=1.0):
+    """One of the 48 symmetries of the voxel cube (an axis permutation and sign flips), with probability p,
+    applied to the event's geometry itself: ``grid_coord`` (mirrored as ``max − g``), ``voxel_coord``
+    (``767 − v``) and ``coord`` (``−c``) alike. Unlike a rotation by any angle it maps the voxel lattice onto
+    itself, so no point is resampled, merged or lost (a larpanda addition: the reference rotates
+    ``coord`` only, docs/design.md §6.3)."""
+    if rng.random() >= p:
+        return coord, grid_coord, voxel_coord
+    perm = rng.permutation(3)
+    flip = np.flatnonzero(rng.random(3) < 0.5)
+    coord, grid_coord, voxel_coord = coord[:, perm].copy(), grid_coord[:, perm].copy(), voxel_coord[:, perm].copy()
+    if len(flip) and len(coord):
+        coord[:, flip] = -coord[:, flip]
+        grid_coord[:, flip] = grid_coord[:, flip].max(0) - grid_coord[:, flip]
+        voxel_coord[:, flip] = GRID_SIZE_VOXELS - 1 - voxel_coord[:, flip]
+    return coord, grid_coord, voxel_coord
+
+
+def augment_point(coord, grid_coord, voxel_coord, energy, augment: dict, rng: np.random.Generator):
+    """`lattice_symmetry` (when ``augment`` names it), then `augment_coord_energy`; returns all four arrays."""
+    kw = augment.get("lattice")
+    if kw is not None and kw is not False:
+        coord, grid_coord, voxel_coord = lattice_symmetry(coord, grid_coord, voxel_coord, rng,
+                                                          **(dict(kw) if isinstance(kw, dict) else {}))
+    coord, energy = augment_coord_energy(coord, energy, augment, rng)
+    return coord, grid_coord, voxel_coord, energy
 
 
 def augment_coord_energy(coord, energy, augment: dict, rng: np.random.Generator):
-    """Apply the augmentations named in ``augment`` (dict name → kwargs) in AUGMENT_ORDER."""
+    """Apply the augmentations named in ``augment`` (dict name → kwargs) in AUGMENT_ORDER, except ``lattice``
+    (which moves ``grid_coord`` too: `augment_point`)."""
     unknown = set(augment) - set(AUGMENT_ORDER)
     if unknown:
         raise ValueError(f"unknown augmentation(s) {sorted(unknown)}; known: {AUGMENT_ORDER}")
-    for name in AUGMENT_ORDER:
+    for name in AUGMENT_ORDER[1:]:
         if name not in augment or augment[name] is None or augment[name] is False:
             continue
         kw = dict(augment[name]) if isinstance(augment[name], dict) else {}
@@ -189,7 +221,8 @@ def prepare(event: Event, energy_threshold: float = ENERGY_THRESHOLD_MEV, augmen
     """One event → model inputs (numpy), rows in GridSample order.
 
     Returns a dict with ``coord`` (N,3) f32 normalized (augmented if ``augment``), ``grid_coord`` (N,3)
-    int64 (never augmented), ``energy`` (N,1) f32 log-scaled, ``feat`` (N,4) = [coord, energy],
+    int64 (never augmented), ``voxel_coord`` (N,3) int64 raw voxel indices, ``energy`` (N,1) f32 log-scaled,
+    ``feat`` (N,4) = [coord, energy],
     ``index`` (N,) int64 row of each point in the raw event (``pred_event[index] = pred_rows``),
     ``segment_motif``, ``segment_pid`` (0..5), ``instance_particle``, ``instance_interaction`` (N,)
     int64 (renumbered 0..K−1 among the points that survive the cut, −1 LED), ``offset`` = [N].
@@ -203,8 +236,9 @@ def prepare(event: Event, energy_threshold: float = ENERGY_THRESHOLD_MEV, augmen
     index = keep[order]
     coord = coord[order]
     energy = log_transform(p[index, 3])[:, None]
+    voxel_coord = p[index, :3].astype(np.int64)
     if augment:
-        coord, energy = augment_coord_energy(coord, energy, augment, rng)
+        coord, grid_coord, voxel_coord, energy = augment_point(coord, grid_coord, voxel_coord, energy, augment, rng)
     cl = event.cluster
     row = np.repeat(np.arange(len(cl)), cl[:, 0])[index]
     pid = cl[row, 5].astype(np.int64)
@@ -212,6 +246,7 @@ def prepare(event: Event, energy_threshold: float = ENERGY_THRESHOLD_MEV, augmen
     return {
         "coord": coord,
         "grid_coord": grid_coord,
+        "voxel_coord": voxel_coord,
         "energy": energy,
         "feat": np.concatenate([coord, energy], axis=1),
         "index": index.astype(np.int64),
@@ -247,8 +282,8 @@ def prepare_batch(events, energy_threshold: float = ENERGY_THRESHOLD_MEV, augmen
     if cells is None:  # a shared cell: the reference path keeps one point of it (a random one when augmenting)
         return collate([prepare(ev, energy_threshold, augment, None if rngs is None else rngs[i]) for i, ev in enumerate(events)])
     index, counts, coord_cols, grid_coord = cells
-    out = _features_batch(coord_cols, log_transform(P[3].take(index)), counts, augment, rngs)
-    out["grid_coord"] = grid_coord
+    voxel_coord = np.stack([P[j].take(index) for j in range(3)], axis=1).astype(np.int64)
+    out = _features_batch(coord_cols, log_transform(P[3].take(index)), counts, augment, rngs, grid_coord, voxel_coord)
     out.update(_labels_batch(cl, nrows, index))
     ends, p_end = np.cumsum(counts).tolist(), np.cumsum(npts).tolist()
     for b in np.flatnonzero(counts):  # rows of the batch -> rows of each event
@@ -318,18 +353,22 @@ def _argsort_keys(key):
     return first.take(second), k1.take(second)
 
 
-def _features_batch(cols, energy, counts, augment, rngs):
-    """``coord`` (K,3), ``energy`` (K,1) and ``feat`` (K,4) from the sorted coordinate columns and the
-    log energies; augmentations act per event on copies, as `prepare` does."""
+def _features_batch(cols, energy, counts, augment, rngs, grid_coord, voxel_coord):
+    """``coord`` (K,3), ``energy`` (K,1), ``feat`` (K,4), ``grid_coord`` and ``voxel_coord`` (K,3) from the
+    sorted coordinate columns, the log energies and the two integer grids; augmentations act per event on
+    copies, as `prepare` does."""
     coord = np.stack(cols, axis=1)
     if not augment:
-        return {"coord": coord, "energy": energy[:, None], "feat": np.stack(cols + [energy], axis=1)}
+        return {"coord": coord, "energy": energy[:, None], "feat": np.stack(cols + [energy], axis=1),
+                "grid_coord": grid_coord, "voxel_coord": voxel_coord}
     energy = energy[:, None].copy()
     k_off = np.concatenate([[0], np.cumsum(counts)])
     for b in np.flatnonzero(counts):
-        a, e = k_off[b], k_off[b + 1]
-        coord[a:e], energy[a:e] = augment_coord_energy(coord[a:e].copy(), energy[a:e].copy(), augment, rngs[b])
-    return {"coord": coord, "energy": energy, "feat": np.concatenate([coord, energy], axis=1)}
+        sl = slice(k_off[b], k_off[b + 1])
+        coord[sl], grid_coord[sl], voxel_coord[sl], energy[sl] = augment_point(
+            coord[sl].copy(), grid_coord[sl], voxel_coord[sl], energy[sl].copy(), augment, rngs[b])
+    return {"coord": coord, "energy": energy, "feat": np.concatenate([coord, energy], axis=1),
+            "grid_coord": grid_coord, "voxel_coord": voxel_coord}
 
 
 def _labels_batch(cl, nrows, index):

@@ -243,7 +243,9 @@ def check_inference(config: dict, inputs, device: str = "cpu", source=None) -> f
 
     ``inputs``: a prepared event or collated batch (dict/`Point` with ``grid_coord`` and ``offset``);
     ``source``: (file, event index) named in the error (``Event.source``). Raises `InferenceMemoryError`."""
-    grid, offset = inputs["grid_coord"], inputs["offset"]
+    u = config.get("uresnet") or {}
+    lattice = "voxel_coord" if u.get("voxel_grid") and "voxel_coord" in inputs else "grid_coord"  # what it convolves on
+    grid, offset = inputs[lattice], inputs["offset"]
     grid = grid.cpu().numpy() if hasattr(grid, "cpu") else np.asarray(grid)
     offset = offset.cpu().numpy() if hasattr(offset, "cpu") else np.asarray(offset)
     n = int(grid.shape[0])

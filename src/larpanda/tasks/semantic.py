@@ -82,7 +82,8 @@ class SemanticModel(nn.Module):
     Args:
         mode: one of MODES.
         backbone: PTv3 kwargs (official names) of the encoder (ignored for uresnet).
-        uresnet: kwargs of `larpanda.nn.uresnet.UResNet` plus ``in_coords`` (bool) for mode uresnet.
+        uresnet: kwargs of `larpanda.nn.uresnet.UResNet` plus ``in_coords`` (bool) and ``voxel_grid`` (bool, default
+            true: convolve on ``voxel_coord``, the raw voxel lattice; false: on ``grid_coord``) for mode uresnet.
         class_weights: optional (5,) CE weights; lovasz_weight: 0.05 (docs/model.md §3.3).
         energy_threshold: the cut used by `predict`/`embed` (0.13 MeV, docs/design.md §6.1).
         mlp_head: the official Segmenter's ``mlp_head=True`` head, Linear(C, C/2), ReLU, Dropout(0.3),
@@ -113,10 +114,11 @@ class SemanticModel(nn.Module):
 
             ucfg = dict(uresnet or {})
             self.in_coords = bool(ucfg.pop("in_coords", False))
+            self.voxel_grid = bool(ucfg.pop("voxel_grid", True))
             ucfg.pop("preset", None)
             self.backbone = UResNet(in_channels=4 if self.in_coords else 1, num_classes=0, **ucfg)
             self.backbone_kwargs = None
-            self.uresnet_kwargs = {**ucfg, "in_coords": self.in_coords}
+            self.uresnet_kwargs = {**ucfg, "in_coords": self.in_coords, "voxel_grid": self.voxel_grid}
             width = self.backbone.filters
         else:
             from ..nn.ptv3 import PointTransformerV3
@@ -192,7 +194,12 @@ class SemanticModel(nn.Module):
 
             point.ensure_batch()
             feat = point["feat"] if self.in_coords else point["energy"]
-            return self.backbone(feat.float(), batch_coords(point["grid_coord"], point["batch"]))
+            # voxel_grid: convolve on the raw voxel lattice; grid_coord (0.665-voxel cells) leaves gaps
+            # between neighbouring voxels (larpanda.data.transforms); models saved before keep grid_coord
+            key = "voxel_coord" if self.voxel_grid else "grid_coord"
+            if key not in point:
+                raise UserError(f"semantic uresnet: the batch has no {key!r} (build it with larpanda.data.transforms.prepare)")
+            return self.backbone(feat.float(), batch_coords(point[key], point["batch"]))
         inp = type(point)({k: point[k] for k in ("coord", "grid_coord", "feat", "offset") if k in point})
         if self.mode == "linear":
             with torch.no_grad():
@@ -297,7 +304,9 @@ def model_from_config(cfg: dict) -> SemanticModel:
                             f"its backbone gives {width} features per point")
         return model
     return SemanticModel(
-        cfg.get("mode", "full"), backbone=cfg.get("backbone"), uresnet=cfg.get("uresnet"),
+        cfg.get("mode", "full"), backbone=cfg.get("backbone"),
+        # UResNets saved without the key convolved on grid_coord
+        uresnet=None if cfg.get("uresnet") is None else {"voxel_grid": False, **cfg["uresnet"]},
         num_classes=cfg.get("num_classes", NUM_SEMANTIC_CLASSES), class_weights=cfg.get("class_weights"),
         lovasz_weight=cfg.get("lovasz_weight", 0.05), energy_threshold=cfg.get("energy_threshold", ENERGY_THRESHOLD_MEV),
         mlp_head=bool(cfg.get("mlp_head", False)), exact_backbone=bool(cfg.get("exact_backbone", False)),
