@@ -8,8 +8,8 @@ Eval chain (``panda/data.py default_transform``), reproduced bit for bit on the 
 4. `grid_sample` (0.001): ``g = floor(coord/0.001) − min(...)`` per event, rows reordered by ``np.argsort``
    of the Pointcept FNV hash of ``g``; one point per occupied cell.
 
-Augmentations (training) act AFTER GridSample on ``coord`` (and energy), never on ``grid_coord``
-(docs/design.md §6.3). ``voxel_coord`` carries each kept point's raw voxel indices: ``grid_coord`` is a
+Augmentations (training) act AFTER GridSample on ``coord`` (and energy), never on ``grid_coord``, except
+the optional ``lattice`` symmetry (docs/design.md §6.3). ``voxel_coord`` carries each kept point's raw voxel indices: ``grid_coord`` is a
 0.665-voxel grid (0.001 in normalized units, as the reference), on which consecutive voxels are 1 or 2 cells
 apart, so the kernel-3 convolutions of the UResNet baseline use ``voxel_coord`` instead (docs/model.md §3.5).
 Each augmentation takes an explicit ``np.random.Generator`` so runs are reproducible.
@@ -193,8 +193,8 @@ def augment_coord_energy(coord, energy, augment: dict, rng: np.random.Generator)
     unknown = set(augment) - set(AUGMENT_ORDER)
     if unknown:
         raise ValueError(f"unknown augmentation(s) {sorted(unknown)}; known: {AUGMENT_ORDER}")
-    for name in AUGMENT_ORDER[1:]:
-        if name not in augment or augment[name] is None or augment[name] is False:
+    for name in AUGMENT_ORDER:
+        if name == "lattice" or name not in augment or augment[name] is None or augment[name] is False:
             continue
         kw = dict(augment[name]) if isinstance(augment[name], dict) else {}
         if name == "energy_jitter":
@@ -221,7 +221,7 @@ def prepare(event: Event, energy_threshold: float = ENERGY_THRESHOLD_MEV, augmen
     """One event → model inputs (numpy), rows in GridSample order.
 
     Returns a dict with ``coord`` (N,3) f32 normalized (augmented if ``augment``), ``grid_coord`` (N,3)
-    int64 (never augmented), ``voxel_coord`` (N,3) int64 raw voxel indices, ``energy`` (N,1) f32 log-scaled,
+    int64 (moved only by the ``lattice`` augmentation), ``voxel_coord`` (N,3) int64 raw voxel indices, ``energy`` (N,1) f32 log-scaled,
     ``feat`` (N,4) = [coord, energy],
     ``index`` (N,) int64 row of each point in the raw event (``pred_event[index] = pred_rows``),
     ``segment_motif``, ``segment_pid`` (0..5), ``instance_particle``, ``instance_interaction`` (N,)
