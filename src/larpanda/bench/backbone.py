@@ -68,7 +68,8 @@ def _prepare(voxel: np.ndarray, energy: np.ndarray):
     coord = coord[order]
     e = log_transform(energy[order].astype(np.float32))[:, None]
     return Point(coord=torch.from_numpy(coord), grid_coord=torch.from_numpy(grid),
-                 voxel_coord=torch.from_numpy(voxel[order].astype(np.int64)), feat=torch.from_numpy(np.concatenate([coord, e], 1)), offset=torch.tensor([len(coord)]))
+                 voxel_coord=torch.from_numpy(voxel[order].astype(np.int64)),
+                 feat=torch.from_numpy(np.concatenate([coord, e], 1)), offset=torch.tensor([len(coord)]))
 
 
 def tiled_fixture(k: int):

@@ -169,7 +169,7 @@ def lattice_symmetry(coord, grid_coord, voxel_coord, rng, p=1.0):
         return coord, grid_coord, voxel_coord
     perm = rng.permutation(3)
     flip = np.flatnonzero(rng.random(3) < 0.5)
-    coord, grid_coord, voxel_coord = coord[:, perm].copy(), grid_coord[:, perm].copy(), voxel_coord[:, perm].copy()
+    coord, grid_coord, voxel_coord = coord[:, perm], grid_coord[:, perm], voxel_coord[:, perm]  # new arrays
     if len(flip) and len(coord):
         coord[:, flip] = -coord[:, flip]
         grid_coord[:, flip] = grid_coord[:, flip].max(0) - grid_coord[:, flip]
