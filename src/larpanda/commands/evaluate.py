@@ -3,7 +3,7 @@
 from ..constants import LED_CLASS, MIN_RAW_POINTS
 from ..tasks.postprocess_settings import cli_help as post_help
 from .limits import add_limit_args, limits_from_args
-from .weights import NAMES_HELP, add_revision_arg, resolve_weights_arg
+from .weights import NAMES_HELP, add_revision_arg, add_tta_arg, resolve_weights_arg
 
 
 def add_parser(sub):
@@ -23,6 +23,7 @@ def add_parser(sub):
                    help=f"raw points an event needs to be evaluated (reference: {MIN_RAW_POINTS})")
     p.add_argument("--exclude-led", action="store_true", help=f"semantic: drop LED (class {LED_CLASS}) from the class means")
     p.add_argument("--post", action="append", default=[], metavar="KEY=VALUE", help=post_help())
+    add_tta_arg(p)
     p.add_argument("--batch-size", type=int, default=4, help="events per forward pass")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -39,10 +40,12 @@ def run(args):
 
 def _run(args):
     from ..errors import UserError
+    from ..tasks.tta import set_tta
     from ..tasks.weights import load_task_model
 
     model = load_task_model(args.weights, args.task)  # read once; its config names the task
     task = model.config.get("task")
+    set_tta(model, args.tta, args.weights)
     if args.post and task != "panoptic":
         raise UserError(f"--post sets panoptic post-processing; {args.weights} are {task} weights")
     if task == "semantic":

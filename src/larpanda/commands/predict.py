@@ -2,7 +2,7 @@
 
 from ..tasks.postprocess_settings import cli_help as post_help
 from .limits import add_limit_args, limits_from_args
-from .weights import NAMES_HELP, add_revision_arg, resolve_weights_arg
+from .weights import NAMES_HELP, add_revision_arg, add_tta_arg, resolve_weights_arg
 
 
 def add_parser(sub):
@@ -25,6 +25,7 @@ def add_parser(sub):
                    "per-point class logits, about -1e4 + c at LED points) or semantic_logits (semantic: 5 columns); "
                    "0 for rows removed by the energy cut")
     p.add_argument("--post", action="append", default=[], metavar="KEY=VALUE", help=post_help())
+    add_tta_arg(p)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_limit_args(p)

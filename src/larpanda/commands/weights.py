@@ -23,3 +23,10 @@ def resolve_weights_arg(args, attr: str = "weights") -> None:
         from ..tasks.common import find_weights
 
         setattr(args, attr, str(find_weights(value, revision)))
+
+
+def add_tta_arg(p) -> None:
+    p.add_argument("--tta", type=int, default=1, metavar="N",
+                   help="semantic weights: average the logits over the first N of the 48 symmetries of the voxel "
+                   "cube (test-time augmentation, N times the inference time; larpanda.tasks.tta). Default 1: off, "
+                   "as in the official evaluation")

@@ -70,6 +70,7 @@ def run_predict(args) -> None:
     import json
 
     from .postprocess_settings import parse_overrides
+    from .tta import set_tta
     from .weights import load_task_model
 
     post = parse_overrides(args.post)
@@ -77,7 +78,10 @@ def run_predict(args) -> None:
     task = model.config.get("task")
     if task not in ("semantic", "panoptic"):
         raise UserError(f"{args.weights}: predict needs semantic or panoptic weights (task {task!r})")
+    set_tta(model, args.tta, args.weights)
     attrs = {"source_file": os.path.abspath(args.data), "task": task, "weights": str(args.weights)}
+    if args.tta > 1:
+        attrs["tta"] = int(args.tta)
     if task == "panoptic":
         attrs["postprocess"] = json.dumps(model.set_postprocess(**post))
     elif post:

@@ -109,6 +109,7 @@ class SemanticModel(nn.Module):
         self.mlp_head, self.exact_backbone = bool(mlp_head), bool(exact_backbone) and mode != "uresnet"
         self.class_weights = None if class_weights is None else [float(x) for x in class_weights]
         self.lovasz_weight, self.energy_threshold = float(lovasz_weight), float(energy_threshold)
+        self.tta = 1  # eval mode: mean logits over this many cube symmetries (larpanda.tasks.tta); not saved
         if mode == "uresnet":
             from ..nn.uresnet import UResNet
 
@@ -210,8 +211,13 @@ class SemanticModel(nn.Module):
 
     def forward(self, point) -> torch.Tensor:
         """Logits (N, num_classes) (the official Segmenter's ``seg_logits``; in eval mode plus ``logit_bias``
-        when the model has one)."""
-        logits = self.seg_head(self.features(point))
+        when the model has one); in eval mode with ``tta`` > 1, the mean logits over that many cube symmetries."""
+        if self.tta > 1 and not self.training:
+            from .tta import tta_logits
+
+            logits = tta_logits(lambda p: self.seg_head(self.features(p)), point, self.tta)
+        else:
+            logits = self.seg_head(self.features(point))
         if self.logit_bias is not None and not self.training:
             logits = logits + logits.new_tensor(self.logit_bias)
         return logits
