@@ -50,6 +50,9 @@ def test_cpu_long_budget_trains_the_uresnet_that_fits_it():
     chosen = build_semantic_model("uresnet", load_task_config("semantic", "cpu-long", ["uresnet.preset=uresnet-tiny"],
                                                               default="uresnet"))
     assert chosen.uresnet_kwargs["depth"] == 3
+    # the same 60 minutes are more steps for the UResNet than for a PTv3 (docs/benchmarks.md)
+    steps = {m: load_task_config("semantic", "cpu-long", default=m)["train"]["max_steps"] for m in ("uresnet", "scratch")}
+    assert steps == {"uresnet": 6000, "scratch": 4000}
 
 
 def test_uresnet_convolves_on_the_voxel_lattice(one_thread):

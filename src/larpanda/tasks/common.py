@@ -79,12 +79,19 @@ def add_common_train_args(p) -> None:
 
 def load_task_config(kind: str, name_or_path, overrides=None, default: str = "default") -> dict:
     """The ``default`` preset of ``kind`` (the semantic mode or the panoptic level), then the ``--config``
-    preset or YAML merged over it (e.g. the ``cpu-long`` budget), then the ``--set`` overrides."""
+    preset or YAML merged over it (e.g. the ``cpu-long`` budget), then the ``--set`` overrides.
+
+    A budget's ``for_mode: {NAME: {...}}`` section is merged last, for the mode (or level) ``NAME`` only:
+    one budget in minutes means different step counts for models of different speeds."""
     from ..config import apply_overrides, load_config, merge
 
     cfg = load_config(default, kind)
     if name_or_path:
-        cfg = merge(cfg, load_config(name_or_path, kind))
+        budget = load_config(name_or_path, kind)
+        for_mode = budget.pop("for_mode", None) or {}
+        if not isinstance(for_mode, dict) or not all(isinstance(v, dict) for v in for_mode.values()):
+            raise UserError(f"config {name_or_path}: for_mode must map a mode name to a config section")
+        cfg = merge(merge(cfg, budget), for_mode.get(default, {}))
     return apply_overrides(cfg, overrides)
 
 
