@@ -50,10 +50,14 @@ def apply_symmetry(point: Point, perm, flip) -> Point:
     return out
 
 
-def tta_logits(logits_fn, point: Point, n: int) -> torch.Tensor:
-    """Mean of ``logits_fn(p)`` (N, K) over the batch moved by the first ``n`` `SYMMETRIES` (1 ≤ n ≤ 48)."""
+def _check_count(n: int) -> None:
     if not 1 <= int(n) <= len(SYMMETRIES):
         raise ValueError(f"tta must be between 1 and {len(SYMMETRIES)}, got {n}")
+
+
+def tta_logits(logits_fn, point: Point, n: int) -> torch.Tensor:
+    """Mean of ``logits_fn(p)`` (N, K) over the batch moved by the first ``n`` `SYMMETRIES` (1 ≤ n ≤ 48)."""
+    _check_count(n)
     total = None
     for perm, flip in SYMMETRIES[: int(n)]:
         z = logits_fn(apply_symmetry(point, perm, flip)).float()
@@ -66,8 +70,10 @@ def set_tta(model, n: int, weights) -> None:
     n > 1, ``model`` is a semantic model."""
     from ..errors import UserError
 
-    if not 1 <= int(n) <= len(SYMMETRIES):
-        raise UserError(f"--tta must be between 1 and {len(SYMMETRIES)}, got {n}")
+    try:
+        _check_count(n)
+    except ValueError as exc:
+        raise UserError(f"--{exc}") from None
     if int(n) > 1 and model.config.get("task") != "semantic":
         raise UserError(f"--tta averages semantic logits; {weights} are {model.config.get('task')} weights")
     if hasattr(model, "tta"):
