@@ -8,6 +8,7 @@ the same thing.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import yaml
@@ -16,6 +17,23 @@ from .atomic import atomic_write_text
 from .errors import UserError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``2e-3`` and ``1E5`` are numbers, not strings (YAML 1.1,
+    which PyYAML follows, asks for a dot and a signed exponent, so ``lr: 2e-3`` would otherwise be the text
+    '2e-3')."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str):
+    """``yaml.safe_load`` with YAML 1.2 floats (`_Loader`)."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def preset_path(name: str, kind: str) -> Path:
@@ -35,7 +53,7 @@ def load_config(name_or_path, kind: str | None = None) -> dict:
         choices = f" (presets: {', '.join(list_presets(kind))})" if kind else ""
         raise UserError(f"config not found: {name_or_path}{choices}")
     try:
-        cfg = yaml.safe_load(path.read_text()) or {}
+        cfg = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
     if not isinstance(cfg, dict):
@@ -65,7 +83,7 @@ def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
             raise UserError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = parse_yaml(raw)
         except yaml.YAMLError:
             value = raw
         node = cfg
