@@ -27,10 +27,11 @@ import math
 import torch
 import torch.nn as nn
 
-# Inputs with N·K·C ≤ IM2COL_MAX_ELEMENTS use one (N, K·C) neighbour gather + one matmul; others loop over
-# kernel offsets (gather → matmul → index_add over existing pairs only). LArTPC sites have few of their 27
-# neighbours, so the loop does less work: it was 1.7–3× faster for uresnet-base and 1.6× for a tiny net on
-# CPU (bench/uresnet.py, docs/benchmarks.md "UResNet"); the gather path is kept (tested equal) for GPUs.
+# Inputs with N·K·C ≤ IM2COL_MAX_ELEMENTS use one (N, K·C) neighbour gather + one matmul; others work on the
+# existing pairs only (one gather of all offsets' pairs → one matmul per offset → one index_add). LArTPC sites
+# have few of their 27 neighbours, so the pair path does less work: it was 1.7–3× faster for uresnet-base and
+# 1.6× for a tiny net on CPU (bench/uresnet.py, docs/benchmarks.md "UResNet"); the gather path is kept (tested
+# equal) for GPUs.
 IM2COL_MAX_ELEMENTS = 0
 AXIS_BITS = 16  # grid coordinates must be < 2**16 per axis; batch < 2**15
 LEAKY = 0.33
@@ -63,35 +64,38 @@ class SparseLevel:
         if coords.numel() and (coords[:, 1:].min() < 0 or coords[:, 1:].max() >= 2**AXIS_BITS - 1):
             raise ValueError(f"sparse coordinates must lie in 0..{2**AXIS_BITS - 2}")
         self.coords = coords.long()
-        self._submap = None
 
     def __len__(self) -> int:
         return int(self.coords.shape[0])
 
     def submanifold_map(self) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
-        """[(k, in_rows, out_rows)] for the 27 offsets of a kernel-3 submanifold conv (cached)."""
-        if self._submap is None:
+        """[(k, in_rows, out_rows)] for the 27 offsets of a kernel-3 submanifold conv (offsets without pairs
+        left out; out_rows ascending)."""
+        offsets, rows_in, rows_out, sizes = self.submanifold_pairs()
+        centre = torch.arange(len(self), device=self.coords.device)
+        pairs = list(zip(offsets, rows_in.split(sizes), rows_out.split(sizes))) + [(13, centre, centre)]
+        return sorted(pairs, key=lambda p: p[0])
+
+    def submanifold_pairs(self) -> tuple[list[int], torch.Tensor, torch.Tensor, list[int]]:
+        """The kernel-3 pairs of the 26 offsets other than the centre, concatenated (cached): ``(offsets,
+        in_rows, out_rows, sizes)``, ``sizes[i]`` pairs for ``offsets[i]``, out_rows ascending within an
+        offset. One lookup finds them all, and one gather and one scatter serve the 26 offsets in the
+        convolution (on CPU, 26 small gathers and scatters cost more than the matmuls)."""
+        if getattr(self, "_pairs", None) is None:
             keys = encode_keys(self.coords)
             order = torch.argsort(keys)
-            skeys = keys[order]
-            pairs = []
-            offs = OFFSETS3.to(self.coords.device)
-            for k in range(27):
-                d = offs[k]
-                if k == 13:  # centre: identity map
-                    rows = torch.arange(len(self), device=self.coords.device)
-                    pairs.append((k, rows, rows))
-                    continue
-                q = self.coords.clone()
-                q[:, 1:] += d
-                valid = (q[:, 1:] >= 0).all(1)
-                nbr = torch.full((len(self),), -1, dtype=torch.long, device=self.coords.device)
-                nbr[valid] = lookup(skeys, order, encode_keys(q[valid]))
-                out_rows = torch.nonzero(nbr >= 0).squeeze(1)
-                if out_rows.numel():
-                    pairs.append((k, nbr[out_rows], out_rows))
-            self._submap = pairs
-        return self._submap
+            offs = OFFSETS3[torch.arange(27) != 13].to(self.coords.device)  # (26, 3)
+            q = self.coords.unsqueeze(0).repeat(26, 1, 1)  # (26, N, 4)
+            q[:, :, 1:] += offs[:, None, :]
+            valid = (q[:, :, 1:] >= 0).all(2)
+            qkeys = torch.where(valid, encode_keys(q.clamp(min=0).reshape(-1, 4)).reshape(26, -1), -1)
+            nbr = lookup(keys[order], order, qkeys.reshape(-1)).reshape(26, -1)
+            k_idx, rows_out = torch.nonzero(nbr >= 0, as_tuple=True)
+            counts = torch.bincount(k_idx, minlength=26).tolist()
+            kernel = [k for k in range(27) if k != 13]
+            self._pairs = ([kernel[i] for i in range(26) if counts[i]], nbr[k_idx, rows_out], rows_out,
+                           [c for c in counts if c])
+        return self._pairs
 
     def neighbor_table(self) -> torch.Tensor:
         """(N, 27) int64: row of the neighbour at each kernel-3 offset, N (a zero padding row) if absent."""
@@ -110,12 +114,16 @@ class SparseLevel:
             self._children = table
         return self._children
 
-    def children_by_offset(self):
-        """(after `coarsen`) ``(k, fine rows)`` for each child offset k in 0..7 that some fine site has."""
-        for k in range(8):
-            rows = torch.nonzero(self.child_offset == k).squeeze(1)
-            if rows.numel():
-                yield k, rows
+    def children_grouped(self) -> tuple[list[int], torch.Tensor, list[int]]:
+        """(after `coarsen`, cached) ``(offsets, rows, sizes)``: every fine row once, grouped by its child offset,
+        ``sizes[i]`` rows for ``offsets[i]``; sets ``rows_inverse``, the position of each fine row in ``rows``."""
+        if getattr(self, "_grouped", None) is None:
+            rows = torch.argsort(self.child_offset, stable=True)
+            counts = torch.bincount(self.child_offset, minlength=8).tolist()
+            self.rows_inverse = torch.empty_like(rows)
+            self.rows_inverse[rows] = torch.arange(len(rows), device=rows.device)
+            self._grouped = ([k for k in range(8) if counts[k]], rows, [c for c in counts if c])
+        return self._grouped
 
     def coarsen(self) -> "SparseLevel":
         """The stride-2 coarse level: sites unique(x // 2) sorted by (batch, x, y, z); sets parent maps."""
@@ -161,9 +169,12 @@ class SubMConv3d(_SparseConv):
             padded = torch.cat([feat, feat.new_zeros((1, c_in))], 0)
             out = padded[level.neighbor_table()].reshape(feat.shape[0], k * c_in) @ self.weight.reshape(k * c_in, c_out)
             return self._with_bias(out)
-        out = feat.new_zeros((feat.shape[0], c_out))
-        for k, rows_in, rows_out in level.submanifold_map():
-            out = out.index_add(0, rows_out, feat[rows_in] @ self.weight[k])
+        # the centre offset maps every site to itself; the other offsets' pairs in one gather and one scatter
+        offsets, rows_in, rows_out, sizes = level.submanifold_pairs()
+        out = feat @ self.weight[13]
+        if rows_in.numel():
+            gathered = feat.index_select(0, rows_in).split(sizes)
+            out = out.index_add(0, rows_out, torch.cat([g @ self.weight[k] for k, g in zip(offsets, gathered)]))
         return self._with_bias(out)
 
 
@@ -180,9 +191,10 @@ class DownConv3d(_SparseConv):
             table = fine.children_table(len(coarse))
             out = padded[table].reshape(len(coarse), k * c_in) @ self.weight.reshape(k * c_in, c_out)
             return self._with_bias(out)
-        out = feat.new_zeros((len(coarse), c_out))
-        for k, rows in fine.children_by_offset():
-            out = out.index_add(0, fine.parent[rows], feat[rows] @ self.weight[k])
+        offsets, rows, sizes = fine.children_grouped()
+        gathered = feat.index_select(0, rows).split(sizes)
+        prod = torch.cat([g @ self.weight[k] for k, g in zip(offsets, gathered)])
+        out = feat.new_zeros((len(coarse), c_out), dtype=prod.dtype).index_add(0, fine.parent[rows], prod)
         return self._with_bias(out)
 
 
@@ -197,10 +209,10 @@ class UpConv3d(_SparseConv):
         if feat.shape[0] * k * c_out <= IM2COL_MAX_ELEMENTS:  # all 8 children of every coarse site, then pick
             y = (feat @ self.weight.permute(1, 0, 2).reshape(c_in, k * c_out)).reshape(-1, k, c_out)
             return self._with_bias(y[fine.parent, fine.child_offset])
-        out = feat.new_zeros((len(fine), c_out))
-        for k, rows in fine.children_by_offset():
-            out = out.index_copy(0, rows, feat[fine.parent[rows]] @ self.weight[k])
-        return self._with_bias(out)
+        offsets, rows, sizes = fine.children_grouped()  # rows: every fine site once, grouped by offset
+        gathered = feat.index_select(0, fine.parent[rows]).split(sizes)
+        prod = torch.cat([g @ self.weight[k] for k, g in zip(offsets, gathered)])
+        return self._with_bias(prod.index_select(0, fine.rows_inverse))
 
 
 class ResidualBlock(nn.Module):
