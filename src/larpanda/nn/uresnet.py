@@ -36,6 +36,8 @@ IM2COL_MAX_ELEMENTS = 0
 AXIS_BITS = 16  # grid coordinates must be < 2**16 per axis; batch < 2**15
 LEAKY = 0.33
 OFFSETS3 = torch.tensor(list(itertools.product((-1, 0, 1), repeat=3)), dtype=torch.long)  # (27, 3)
+CENTRE = 13  # OFFSETS3[CENTRE] = (0, 0, 0)
+NON_CENTRE = [k for k in range(27) if k != CENTRE]
 
 
 def encode_keys(coords: torch.Tensor) -> torch.Tensor:
@@ -73,7 +75,7 @@ class SparseLevel:
         left out; out_rows ascending)."""
         offsets, rows_in, rows_out, sizes = self.submanifold_pairs()
         centre = torch.arange(len(self), device=self.coords.device)
-        pairs = list(zip(offsets, rows_in.split(sizes), rows_out.split(sizes))) + [(13, centre, centre)]
+        pairs = list(zip(offsets, rows_in.split(sizes), rows_out.split(sizes))) + [(CENTRE, centre, centre)]
         return sorted(pairs, key=lambda p: p[0])
 
     def submanifold_pairs(self) -> tuple[list[int], torch.Tensor, torch.Tensor, list[int]]:
@@ -84,7 +86,7 @@ class SparseLevel:
         if getattr(self, "_pairs", None) is None:
             keys = encode_keys(self.coords)
             order = torch.argsort(keys)
-            offs = OFFSETS3[torch.arange(27) != 13].to(self.coords.device)  # (26, 3)
+            offs = OFFSETS3[NON_CENTRE].to(self.coords.device)  # (26, 3)
             q = self.coords.unsqueeze(0).repeat(26, 1, 1)  # (26, N, 4)
             q[:, :, 1:] += offs[:, None, :]
             valid = (q[:, :, 1:] >= 0).all(2)
@@ -92,8 +94,7 @@ class SparseLevel:
             nbr = lookup(keys[order], order, qkeys.reshape(-1)).reshape(26, -1)
             k_idx, rows_out = torch.nonzero(nbr >= 0, as_tuple=True)
             counts = torch.bincount(k_idx, minlength=26).tolist()
-            kernel = [k for k in range(27) if k != 13]
-            self._pairs = ([kernel[i] for i in range(26) if counts[i]], nbr[k_idx, rows_out], rows_out,
+            self._pairs = ([NON_CENTRE[i] for i in range(26) if counts[i]], nbr[k_idx, rows_out], rows_out,
                            [c for c in counts if c])
         return self._pairs
 
@@ -114,15 +115,15 @@ class SparseLevel:
             self._children = table
         return self._children
 
-    def children_grouped(self) -> tuple[list[int], torch.Tensor, list[int]]:
-        """(after `coarsen`, cached) ``(offsets, rows, sizes)``: every fine row once, grouped by its child offset,
-        ``sizes[i]`` rows for ``offsets[i]``; sets ``rows_inverse``, the position of each fine row in ``rows``."""
+    def children_grouped(self) -> tuple[list[int], torch.Tensor, list[int], torch.Tensor]:
+        """(after `coarsen`, cached) ``(offsets, rows, sizes, inverse)``: every fine row once, grouped by its child
+        offset, ``sizes[i]`` rows for ``offsets[i]``; ``inverse`` the position of each fine row in ``rows``."""
         if getattr(self, "_grouped", None) is None:
             rows = torch.argsort(self.child_offset, stable=True)
             counts = torch.bincount(self.child_offset, minlength=8).tolist()
-            self.rows_inverse = torch.empty_like(rows)
-            self.rows_inverse[rows] = torch.arange(len(rows), device=rows.device)
-            self._grouped = ([k for k in range(8) if counts[k]], rows, [c for c in counts if c])
+            inverse = torch.empty_like(rows)
+            inverse[rows] = torch.arange(len(rows), device=rows.device)
+            self._grouped = ([k for k in range(8) if counts[k]], rows, [c for c in counts if c], inverse)
         return self._grouped
 
     def coarsen(self) -> "SparseLevel":
@@ -156,6 +157,12 @@ class _SparseConv(nn.Module):
     def _with_bias(self, out: torch.Tensor) -> torch.Tensor:
         return out if self.bias is None else out + self.bias
 
+    def _grouped_products(self, feat: torch.Tensor, rows: torch.Tensor, offsets: list[int], sizes: list[int]):
+        """``feat[rows]`` split into runs of ``sizes`` rows, run i times ``weight[offsets[i]]``, concatenated:
+        (len(rows), C_out). One gather for all kernel offsets (the pair path of the convolutions below)."""
+        gathered = feat.index_select(0, rows).split(sizes)
+        return torch.cat([g @ self.weight[k] for k, g in zip(offsets, gathered)])
+
 
 class SubMConv3d(_SparseConv):
     """Kernel-3 submanifold sparse convolution. weight (27, C_in, C_out)."""
@@ -171,10 +178,9 @@ class SubMConv3d(_SparseConv):
             return self._with_bias(out)
         # the centre offset maps every site to itself; the other offsets' pairs in one gather and one scatter
         offsets, rows_in, rows_out, sizes = level.submanifold_pairs()
-        out = feat @ self.weight[13]
+        out = feat @ self.weight[CENTRE]
         if rows_in.numel():
-            gathered = feat.index_select(0, rows_in).split(sizes)
-            out = out.index_add(0, rows_out, torch.cat([g @ self.weight[k] for k, g in zip(offsets, gathered)]))
+            out = out.index_add(0, rows_out, self._grouped_products(feat, rows_in, offsets, sizes))
         return self._with_bias(out)
 
 
@@ -191,9 +197,8 @@ class DownConv3d(_SparseConv):
             table = fine.children_table(len(coarse))
             out = padded[table].reshape(len(coarse), k * c_in) @ self.weight.reshape(k * c_in, c_out)
             return self._with_bias(out)
-        offsets, rows, sizes = fine.children_grouped()
-        gathered = feat.index_select(0, rows).split(sizes)
-        prod = torch.cat([g @ self.weight[k] for k, g in zip(offsets, gathered)])
+        offsets, rows, sizes, _ = fine.children_grouped()
+        prod = self._grouped_products(feat, rows, offsets, sizes)
         out = feat.new_zeros((len(coarse), c_out), dtype=prod.dtype).index_add(0, fine.parent[rows], prod)
         return self._with_bias(out)
 
@@ -209,10 +214,9 @@ class UpConv3d(_SparseConv):
         if feat.shape[0] * k * c_out <= IM2COL_MAX_ELEMENTS:  # all 8 children of every coarse site, then pick
             y = (feat @ self.weight.permute(1, 0, 2).reshape(c_in, k * c_out)).reshape(-1, k, c_out)
             return self._with_bias(y[fine.parent, fine.child_offset])
-        offsets, rows, sizes = fine.children_grouped()  # rows: every fine site once, grouped by offset
-        gathered = feat.index_select(0, fine.parent[rows]).split(sizes)
-        prod = torch.cat([g @ self.weight[k] for k, g in zip(offsets, gathered)])
-        return self._with_bias(prod.index_select(0, fine.rows_inverse))
+        offsets, rows, sizes, inverse = fine.children_grouped()  # rows: every fine site once, grouped by offset
+        prod = self._grouped_products(feat, fine.parent[rows], offsets, sizes)
+        return self._with_bias(prod.index_select(0, inverse))
 
 
 class ResidualBlock(nn.Module):
