@@ -112,7 +112,32 @@ def test_submanifold_conv_equals_dense_conv3d_at_sites(conv_path):
     ref = _gather(F.conv3d(_densify(feat, coords, 2, 6), w, padding=1), coords)
     torch.testing.assert_close(out, ref)
     g = torch.randn_like(out)
-    torch.testing.assert_close(torch.autograd.grad(out, feat, g)[0], torch.autograd.grad(ref, feat, g)[0])
+    gs = torch.autograd.grad(out, [feat, conv.weight], g)
+    gd = torch.autograd.grad(ref, [feat, w], g)
+    torch.testing.assert_close(gs[0], gd[0])
+    for k, (dx, dy, dz) in enumerate(itertools.product((-1, 0, 1), repeat=3)):
+        torch.testing.assert_close(gs[1][k], gd[1][:, :, dx + 1, dy + 1, dz + 1].T)
+
+
+def test_pair_path_under_autocast_runs_in_bf16_and_returns_fp32_gradients(monkeypatch):
+    import larpanda.nn.uresnet as U
+
+    monkeypatch.setattr(U, "IM2COL_MAX_ELEMENTS", 0)
+    rng = np.random.default_rng(4)
+    level = SparseLevel(_random_sites(rng, n=60))
+    torch.manual_seed(0)
+    conv = SubMConv3d(4, 6)
+    feat = torch.randn(len(level), 4, requires_grad=True)
+    ref = conv(feat, level)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(feat, level)
+    assert out.dtype == torch.bfloat16  # as `feat @ weight` gives under autocast
+    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
+    out.float().sum().backward()
+    assert feat.grad.dtype == torch.float32 and conv.weight.grad.dtype == torch.float32
+    g_feat, g_weight = torch.autograd.grad(ref.sum(), [feat, conv.weight])
+    torch.testing.assert_close(feat.grad, g_feat, rtol=0.05, atol=0.1)
+    torch.testing.assert_close(conv.weight.grad, g_weight, rtol=0.05, atol=0.1)
 
 
 def test_uresnet_shapes_params_and_batch_independence():

@@ -115,15 +115,13 @@ class SparseLevel:
             self._children = table
         return self._children
 
-    def children_grouped(self) -> tuple[list[int], torch.Tensor, list[int], torch.Tensor]:
-        """(after `coarsen`, cached) ``(offsets, rows, sizes, inverse)``: every fine row once, grouped by its child
-        offset, ``sizes[i]`` rows for ``offsets[i]``; ``inverse`` the position of each fine row in ``rows``."""
+    def children_grouped(self) -> tuple[list[int], torch.Tensor, list[int]]:
+        """(after `coarsen`, cached) ``(offsets, rows, sizes)``: every fine row once, grouped by its child offset,
+        ``sizes[i]`` rows for ``offsets[i]``."""
         if getattr(self, "_grouped", None) is None:
             rows = torch.argsort(self.child_offset, stable=True)
             counts = torch.bincount(self.child_offset, minlength=8).tolist()
-            inverse = torch.empty_like(rows)
-            inverse[rows] = torch.arange(len(rows), device=rows.device)
-            self._grouped = ([k for k in range(8) if counts[k]], rows, [c for c in counts if c], inverse)
+            self._grouped = ([k for k in range(8) if counts[k]], rows, [c for c in counts if c])
         return self._grouped
 
     def coarsen(self) -> "SparseLevel":
@@ -144,6 +142,65 @@ def _kaiming(weight: torch.Tensor, fan_in: int) -> None:
     nn.init.uniform_(weight, -1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in))
 
 
+def _mm_runs(a: torch.Tensor, b_of_run, sizes: list[int], out: torch.Tensor) -> torch.Tensor:
+    """Row runs of ``a`` (``sizes``) times ``b_of_run(i)``, written into the matching row runs of ``out``."""
+    start = 0
+    for i, n in enumerate(sizes):
+        torch.mm(a[start:start + n], b_of_run(i), out=out[start:start + n])
+        start += n
+    return out
+
+
+class _PairConv(torch.autograd.Function):
+    """The pair path of the three convolutions below, with a hand-written backward.
+
+    One gather of all pairs' input rows, one matmul per kernel offset written into a preallocated buffer, one
+    in-place ``index_add_``; the backward mirrors it (weight gradient per offset into its slice, input gradient
+    by one ``index_add_``). Autograd over the same ops records ~2 nodes per offset and builds the weight gradient
+    from 26 zero-filled copies: this was 1.13–1.21× faster per `uresnet-deep` training step on 2 threads
+    (benchmarks/bench_uresnet_step.py, docs/benchmarks.md "UResNet").
+    Under autocast the matmuls run in the autocast dtype, as ``@`` would.
+    """
+
+    @staticmethod
+    def forward(ctx, feat, weight, rows_in, rows_out, offsets, sizes, n_out, centre):
+        device = feat.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else feat.dtype
+        ctx.dtypes = (feat.dtype, weight.dtype)
+        with torch.autocast(device, enabled=False):
+            f, w = feat.to(dtype), weight.to(dtype)
+            gathered = f.index_select(0, rows_in)
+            prod = _mm_runs(gathered, lambda i: w[offsets[i]], sizes, gathered.new_empty((len(rows_in), w.shape[2])))
+            out = f @ w[CENTRE] if centre else f.new_zeros((n_out, w.shape[2]))
+            out.index_add_(0, rows_out, prod)
+        ctx.save_for_backward(f, w, gathered, rows_in, rows_out)
+        ctx.offsets, ctx.sizes, ctx.centre = offsets, sizes, centre
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        f, w, gathered, rows_in, rows_out = ctx.saved_tensors
+        offsets, sizes = ctx.offsets, ctx.sizes
+        grad_out = grad_out.to(w.dtype)
+        go = grad_out.index_select(0, rows_out)
+        grad_feat = grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.zeros_like(w)
+            if ctx.centre:
+                torch.mm(f.t(), grad_out, out=grad_weight[CENTRE])
+            start = 0
+            for k, n in zip(offsets, sizes):
+                torch.mm(gathered[start:start + n].t(), go[start:start + n], out=grad_weight[k])
+                start += n
+            grad_weight = grad_weight.to(ctx.dtypes[1])
+        if ctx.needs_input_grad[0]:
+            grad_pairs = _mm_runs(go, lambda i: w[offsets[i]].t(), sizes, gathered.new_empty(gathered.shape))
+            grad_feat = grad_out @ w[CENTRE].t() if ctx.centre else f.new_zeros(f.shape)
+            grad_feat.index_add_(0, rows_in, grad_pairs)
+            grad_feat = grad_feat.to(ctx.dtypes[0])
+        return grad_feat, grad_weight, None, None, None, None, None, None
+
+
 class _SparseConv(nn.Module):
     """The parameters of the sparse convolutions below: weight (K, C_in, C_out) uniform ±1/√fan_in, optional
     zero bias."""
@@ -157,11 +214,10 @@ class _SparseConv(nn.Module):
     def _with_bias(self, out: torch.Tensor) -> torch.Tensor:
         return out if self.bias is None else out + self.bias
 
-    def _grouped_products(self, feat: torch.Tensor, rows: torch.Tensor, offsets: list[int], sizes: list[int]):
-        """``feat[rows]`` split into runs of ``sizes`` rows, run i times ``weight[offsets[i]]``, concatenated:
-        (len(rows), C_out). One gather for all kernel offsets (the pair path of the convolutions below)."""
-        gathered = feat.index_select(0, rows).split(sizes)
-        return torch.cat([g @ self.weight[k] for k, g in zip(offsets, gathered)])
+    def _pair_conv(self, feat, rows_in, rows_out, offsets, sizes, n_out, centre):
+        """``out[rows_out[j]] += feat[rows_in[j]] @ weight[offsets[i]]`` for the pairs j of run i (runs of ``sizes``),
+        plus ``feat @ weight[CENTRE]`` when ``centre`` (then n_out = N), else from zeros (n_out, C_out)."""
+        return _PairConv.apply(feat, self.weight, rows_in, rows_out, offsets, sizes, n_out, centre)
 
 
 class SubMConv3d(_SparseConv):
@@ -178,10 +234,7 @@ class SubMConv3d(_SparseConv):
             return self._with_bias(out)
         # the centre offset maps every site to itself; the other offsets' pairs in one gather and one scatter
         offsets, rows_in, rows_out, sizes = level.submanifold_pairs()
-        out = feat @ self.weight[CENTRE]
-        if rows_in.numel():
-            out = out.index_add(0, rows_out, self._grouped_products(feat, rows_in, offsets, sizes))
-        return self._with_bias(out)
+        return self._with_bias(self._pair_conv(feat, rows_in, rows_out, offsets, sizes, len(feat), centre=True))
 
 
 class DownConv3d(_SparseConv):
@@ -197,9 +250,8 @@ class DownConv3d(_SparseConv):
             table = fine.children_table(len(coarse))
             out = padded[table].reshape(len(coarse), k * c_in) @ self.weight.reshape(k * c_in, c_out)
             return self._with_bias(out)
-        offsets, rows, sizes, _ = fine.children_grouped()
-        prod = self._grouped_products(feat, rows, offsets, sizes)
-        out = feat.new_zeros((len(coarse), c_out), dtype=prod.dtype).index_add(0, fine.parent[rows], prod)
+        offsets, rows, sizes = fine.children_grouped()
+        out = self._pair_conv(feat, rows, fine.parent[rows], offsets, sizes, len(coarse), centre=False)
         return self._with_bias(out)
 
 
@@ -214,9 +266,9 @@ class UpConv3d(_SparseConv):
         if feat.shape[0] * k * c_out <= IM2COL_MAX_ELEMENTS:  # all 8 children of every coarse site, then pick
             y = (feat @ self.weight.permute(1, 0, 2).reshape(c_in, k * c_out)).reshape(-1, k, c_out)
             return self._with_bias(y[fine.parent, fine.child_offset])
-        offsets, rows, sizes, inverse = fine.children_grouped()  # rows: every fine site once, grouped by offset
-        prod = self._grouped_products(feat, fine.parent[rows], offsets, sizes)
-        return self._with_bias(prod.index_select(0, inverse))
+        offsets, rows, sizes = fine.children_grouped()  # rows: every fine site once, grouped by offset
+        out = self._pair_conv(feat, fine.parent[rows], rows, offsets, sizes, len(fine), centre=False)
+        return self._with_bias(out)
 
 
 class ResidualBlock(nn.Module):
