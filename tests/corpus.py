@@ -130,9 +130,9 @@ def make_corpus(tmp) -> list[Case]:
          note="6-column cluster read as v1 (no cluster_extra): lengths/sizes do not fit 5 columns")
 
     # ------------------------------------------------------------------ event-level
-    def led_only(n):
+    def led_only(n, seed=5):
         def m(pts, cls, exs):
-            rng = np.random.default_rng(5)
+            rng = np.random.default_rng(seed)
             vox = rng.choice(768 ** 3, n, replace=False)
             p = np.zeros((n, 8), np.float32)
             p[:, 0], p[:, 1], p[:, 2] = vox // 768 ** 2, (vox // 768) % 768, vox % 768
@@ -222,16 +222,7 @@ def make_corpus(tmp) -> list[Case]:
     case("points_npy_missing", "ok", bad_npy, invalid=True, npy=False,
          note="Dataset counts points on the fly (and writes the cache); validate reports it missing")
 
-    def huge(pts, cls, exs):
-        rng = np.random.default_rng(7)
-        n = 200_000
-        vox = rng.choice(768 ** 3, n, replace=False)
-        p = np.zeros((n, 8), np.float32)
-        p[:, 0], p[:, 1], p[:, 2] = vox // 768 ** 2, (vox // 768) % 768, vox % 768
-        p[:, 3] = p[:, 4] = 0.5
-        pts[BAD] = p.reshape(-1)
-        cls[BAD] = np.array([n, -1, -1, -1, 4, -1], np.int64)
-        exs[BAD] = -np.ones(5, np.float32)
+    huge = led_only(200_000, seed=7)
 
     case("huge_event_200k", "ok", huge, invalid=False,
          note="200k voxels: read + cut + transforms work; inference is refused or run under the memory guard "

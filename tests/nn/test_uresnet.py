@@ -36,6 +36,14 @@ def _k2(w_dense, kx, ky, kz):
     return w_dense[:, :, kx, ky, kz]
 
 
+def _two_levels(seed):
+    """Random sites of two events in a 6³ box (seeded), their level and its stride-2 coarsening."""
+    torch.manual_seed(seed)
+    coords = _random_sites(np.random.default_rng(seed))
+    fine = SparseLevel(coords)
+    return coords, fine, fine.coarsen()
+
+
 @pytest.fixture(params=["gather", "loop"])
 def conv_path(request, monkeypatch):
     import larpanda.nn.uresnet as U
@@ -46,11 +54,7 @@ def conv_path(request, monkeypatch):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_down_conv_equals_dense_conv3d(seed, conv_path):
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    coords = _random_sites(rng)
-    fine = SparseLevel(coords)
-    coarse = fine.coarsen()
+    coords, fine, coarse = _two_levels(seed)
     cin, cout = 3, 5
     conv = DownConv3d(cin, cout, bias=True).double()
     with torch.no_grad():
@@ -75,11 +79,7 @@ def test_down_conv_equals_dense_conv3d(seed, conv_path):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_up_conv_equals_dense_conv_transpose3d(seed, conv_path):
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    coords = _random_sites(rng)
-    fine = SparseLevel(coords)
-    coarse = fine.coarsen()
+    coords, fine, coarse = _two_levels(seed)
     cin, cout = 4, 3
     conv = UpConv3d(cin, cout).double()
     w = torch.zeros(cin, cout, 2, 2, 2, dtype=torch.float64)
