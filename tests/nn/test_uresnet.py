@@ -175,3 +175,24 @@ def test_gather_and_loop_paths_agree(monkeypatch):
     g_loop = torch.autograd.grad(out_loop.sum(), feat)[0]
     torch.testing.assert_close(out_fast, out_loop)
     torch.testing.assert_close(g_fast, g_loop)
+
+
+def test_submanifold_pairs_match_brute_force_at_the_lattice_edges():
+    # sites on the low and high edges of the key fields (0 and 2**16 - 2) and across two batch entries: the key
+    # arithmetic of `submanifold_pairs` must find exactly the neighbours a coordinate lookup finds
+    edge = [0, 1, 65533, 65534]
+    sites = [(b, x, y, z) for b in (0, 1) for x in edge for y in edge for z in edge]
+    rng = np.random.default_rng(0)
+    sites = [s for s in sites if rng.random() < 0.7]
+    level = SparseLevel(torch.tensor(sites, dtype=torch.long))
+    row = {s: i for i, s in enumerate(sites)}
+    expected = set()
+    for (b, x, y, z), i in row.items():
+        for k, (dx, dy, dz) in enumerate(itertools.product((-1, 0, 1), repeat=3)):
+            j = row.get((b, x + dx, y + dy, z + dz))
+            if j is not None and k != 13:
+                expected.add((k, j, i))
+    offsets, rows_in, rows_out, sizes = level.submanifold_pairs()
+    ks = np.repeat(offsets, sizes)
+    found = set(zip(ks.tolist(), rows_in.tolist(), rows_out.tolist()))
+    assert found == expected and len(found) == len(rows_in) > 0

@@ -52,7 +52,8 @@ def test_cpu_long_budget_trains_the_uresnet_that_fits_it():
     assert chosen.uresnet_kwargs["depth"] == 3
     # the same 60 minutes are more steps for the UResNet than for a PTv3 (docs/benchmarks.md)
     train = {m: load_task_config("semantic", "cpu-long", default=m)["train"] for m in ("uresnet", "scratch")}
-    assert {m: t["max_steps"] for m, t in train.items()} == {"uresnet": 9000, "scratch": 4000}
+    assert {m: t["max_steps"] for m, t in train.items()} == {"uresnet": 10000, "scratch": 4000}
+    assert {m: t["eval_every"] for m, t in train.items()} == {"uresnet": 500, "scratch": 250}
     # lr 4e-3 for the UResNet only (chosen on val); a float, not the YAML 1.1 text '4.0e-3'
     assert train["uresnet"]["lr"] == 4.0e-3 and train["scratch"]["lr"] == 2.6e-3
 

@@ -72,7 +72,7 @@ class SparseLevel:
 
     def submanifold_map(self) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
         """[(k, in_rows, out_rows)] for the 27 offsets of a kernel-3 submanifold conv (offsets without pairs
-        left out; out_rows ascending)."""
+        left out; within an offset the pairs in the order of the output sites' keys)."""
         offsets, rows_in, rows_out, sizes = self.submanifold_pairs()
         centre = torch.arange(len(self), device=self.coords.device)
         pairs = list(zip(offsets, rows_in.split(sizes), rows_out.split(sizes))) + [(CENTRE, centre, centre)]
@@ -80,21 +80,22 @@ class SparseLevel:
 
     def submanifold_pairs(self) -> tuple[list[int], torch.Tensor, torch.Tensor, list[int]]:
         """The kernel-3 pairs of the 26 offsets other than the centre, concatenated (cached): ``(offsets,
-        in_rows, out_rows, sizes)``, ``sizes[i]`` pairs for ``offsets[i]``, out_rows ascending within an
-        offset. One lookup finds them all, and one gather and one scatter serve the 26 offsets in the
+        in_rows, out_rows, sizes)``, ``sizes[i]`` pairs for ``offsets[i]``, within an offset in the order of
+        the output sites' keys. One lookup finds them all, and one gather and one scatter serve the 26 offsets in the
         convolution (on CPU, 26 small gathers and scatters cost more than the matmuls)."""
         if getattr(self, "_pairs", None) is None:
             keys = encode_keys(self.coords)
             order = torch.argsort(keys)
-            offs = OFFSETS3[NON_CENTRE].to(self.coords.device)  # (26, 3)
-            q = self.coords.unsqueeze(0).repeat(26, 1, 1)  # (26, N, 4)
-            q[:, :, 1:] += offs[:, None, :]
-            valid = (q[:, :, 1:] >= 0).all(2)
-            qkeys = torch.where(valid, encode_keys(q.clamp(min=0).reshape(-1, 4)).reshape(26, -1), -1)
-            nbr = lookup(keys[order], order, qkeys.reshape(-1)).reshape(26, -1)
-            k_idx, rows_out = torch.nonzero(nbr >= 0, as_tuple=True)
+            keys_sorted = keys[order]
+            # a key is linear in (x, y, z) and no coordinate reaches 2**AXIS_BITS - 1 (checked in __init__), so the
+            # key of site + d is key + key(d): a step off the lattice's low edge borrows into a field that no
+            # site has (all ones) or goes negative, and finds nothing. Shifted sorted keys stay sorted.
+            delta = encode_keys(torch.cat([torch.zeros(26, 1, dtype=torch.long), OFFSETS3[NON_CENTRE] + 1], 1))
+            delta = (delta - encode_keys(torch.tensor([[0, 1, 1, 1]]))).to(self.coords.device)  # (26,)
+            nbr = lookup(keys_sorted, order, (keys_sorted[None, :] + delta[:, None]).reshape(-1)).reshape(26, -1)
+            k_idx, pos = torch.nonzero(nbr >= 0, as_tuple=True)
             counts = torch.bincount(k_idx, minlength=26).tolist()
-            self._pairs = ([NON_CENTRE[i] for i in range(26) if counts[i]], nbr[k_idx, rows_out], rows_out,
+            self._pairs = ([NON_CENTRE[i] for i in range(26) if counts[i]], nbr[k_idx, pos], order[pos],
                            [c for c in counts if c])
         return self._pairs
 
