@@ -81,8 +81,8 @@ class SparseLevel:
     def submanifold_pairs(self) -> tuple[list[int], torch.Tensor, torch.Tensor, list[int]]:
         """The kernel-3 pairs of the 26 offsets other than the centre, concatenated (cached): ``(offsets,
         in_rows, out_rows, sizes)``, ``sizes[i]`` pairs for ``offsets[i]``, within an offset in the order of
-        the output sites' keys. One lookup finds them all, and one gather and one scatter serve the 26 offsets in the
-        convolution (on CPU, 26 small gathers and scatters cost more than the matmuls)."""
+        the output sites' keys. One lookup finds them all, and one gather and one scatter serve the 26 offsets in
+        the convolution (on CPU, 26 small gathers and scatters cost more than the matmuls)."""
         if getattr(self, "_pairs", None) is None:
             keys = encode_keys(self.coords)
             order = torch.argsort(keys)
