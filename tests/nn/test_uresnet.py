@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from larpanda.nn.uresnet import DownConv3d, SparseLevel, SubMConv3d, UpConv3d, UResNet, build_uresnet, num_parameters
+from larpanda.nn.uresnet import CENTRE, DownConv3d, SparseLevel, SubMConv3d, UpConv3d, UResNet, build_uresnet, num_parameters
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -190,7 +190,7 @@ def test_submanifold_pairs_match_brute_force_at_the_lattice_edges():
     for (b, x, y, z), i in row.items():
         for k, (dx, dy, dz) in enumerate(itertools.product((-1, 0, 1), repeat=3)):
             j = row.get((b, x + dx, y + dy, z + dz))
-            if j is not None and k != 13:
+            if j is not None and k != CENTRE:
                 expected.add((k, j, i))
     offsets, rows_in, rows_out, sizes = level.submanifold_pairs()
     ks = np.repeat(offsets, sizes)

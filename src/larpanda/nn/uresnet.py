@@ -38,6 +38,8 @@ LEAKY = 0.33
 OFFSETS3 = torch.tensor(list(itertools.product((-1, 0, 1), repeat=3)), dtype=torch.long)  # (27, 3)
 CENTRE = 13  # OFFSETS3[CENTRE] = (0, 0, 0)
 NON_CENTRE = [k for k in range(27) if k != CENTRE]
+# `encode_keys` is linear in (x, y, z): the key of site + (dx, dy, dz) is its key + this step, (26,) for NON_CENTRE
+NEIGHBOUR_KEY_STEPS = OFFSETS3[NON_CENTRE] @ torch.tensor([1 << 2 * AXIS_BITS, 1 << AXIS_BITS, 1])
 
 
 def encode_keys(coords: torch.Tensor) -> torch.Tensor:
@@ -87,12 +89,11 @@ class SparseLevel:
             keys = encode_keys(self.coords)
             order = torch.argsort(keys)
             keys_sorted = keys[order]
-            # a key is linear in (x, y, z) and no coordinate reaches 2**AXIS_BITS - 1 (checked in __init__), so the
-            # key of site + d is key + key(d): a step off the lattice's low edge borrows into a field that no
-            # site has (all ones) or goes negative, and finds nothing. Shifted sorted keys stay sorted.
-            delta = encode_keys(torch.cat([torch.zeros(26, 1, dtype=torch.long), OFFSETS3[NON_CENTRE] + 1], 1))
-            delta = (delta - encode_keys(torch.tensor([[0, 1, 1, 1]]))).to(self.coords.device)  # (26,)
-            nbr = lookup(keys_sorted, order, (keys_sorted[None, :] + delta[:, None]).reshape(-1)).reshape(26, -1)
+            # no coordinate reaches 2**AXIS_BITS - 1 (checked in __init__), so a step off the lattice's low edge
+            # borrows into a field that no site has (all ones) or goes negative, and finds nothing. Shifted sorted
+            # keys stay sorted.
+            steps = NEIGHBOUR_KEY_STEPS.to(self.coords.device)
+            nbr = lookup(keys_sorted, order, (keys_sorted[None, :] + steps[:, None]).reshape(-1)).reshape(26, -1)
             k_idx, pos = torch.nonzero(nbr >= 0, as_tuple=True)
             counts = torch.bincount(k_idx, minlength=26).tolist()
             self._pairs = ([NON_CENTRE[i] for i in range(26) if counts[i]], nbr[k_idx, pos], order[pos],
@@ -174,8 +175,9 @@ class _PairConv(torch.autograd.Function):
             prod = _mm_runs(gathered, lambda i: w[offsets[i]], sizes, gathered.new_empty((len(rows_in), w.shape[2])))
             out = f @ w[CENTRE] if centre else f.new_zeros((n_out, w.shape[2]))
             out.index_add_(0, rows_out, prod)
-        ctx.save_for_backward(f, w, gathered, rows_in, rows_out)
-        ctx.offsets, ctx.sizes, ctx.centre = offsets, sizes, centre
+        # the input itself is needed only for the centre offset's weight gradient; the pairs' rows are in `gathered`
+        ctx.save_for_backward(f if centre else None, w, gathered, rows_in, rows_out)
+        ctx.offsets, ctx.sizes, ctx.centre, ctx.feat_shape = offsets, sizes, centre, f.shape
         return out
 
     @staticmethod
@@ -196,7 +198,7 @@ class _PairConv(torch.autograd.Function):
             grad_weight = grad_weight.to(ctx.dtypes[1])
         if ctx.needs_input_grad[0]:
             grad_pairs = _mm_runs(go, lambda i: w[offsets[i]].t(), sizes, gathered.new_empty(gathered.shape))
-            grad_feat = grad_out @ w[CENTRE].t() if ctx.centre else f.new_zeros(f.shape)
+            grad_feat = grad_out @ w[CENTRE].t() if ctx.centre else w.new_zeros(ctx.feat_shape)
             grad_feat.index_add_(0, rows_in, grad_pairs)
             grad_feat = grad_feat.to(ctx.dtypes[0])
         return grad_feat, grad_weight, None, None, None, None, None, None
