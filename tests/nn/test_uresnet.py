@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from larpanda.nn.uresnet import CENTRE, DownConv3d, SparseLevel, SubMConv3d, UpConv3d, UResNet, build_uresnet, num_parameters
+from larpanda.nn.uresnet import (CENTRE, DownConv3d, SparseLevel, SubMConv3d, UpConv3d, UResNet, build_uresnet,
+                                 num_parameters)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
