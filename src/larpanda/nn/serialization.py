@@ -5,7 +5,8 @@ transpose routine exactly as Pointcept/pimm ``hilbert.py::encode``), ``"hilbert-
 
 All routines are vectorized integer ops over N points (int64), no lookup tables:
 
-* Morton: bit i of x goes to code bit 3i+2, y to 3i+1, z to 3i.
+* Morton: bit i of x goes to code bit 3i+2, y to 3i+1, z to 3i (the bits are spread by five shift-and-mask
+  steps, not one step per bit).
 * Hilbert: the reference operates on a (N, 3, depth) bit array, MSB first; for bit b (MSB first) and
   dim d: m = bit b of dim d; where m, dim 0's lower bits are inverted; where not m, the lower bits of
   dim 0 and dim d are exchanged. The bits are then interleaved MSB first as (d0, d1, d2) per level
@@ -15,7 +16,8 @@ All routines are vectorized integer ops over N points (int64), no lookup tables:
 Batching (differs from the official code on purpose, see docs/model.md §1.10): the depth
 ``bit_length(max grid_coord + 1)`` is computed PER EVENT, so an event's code is independent of the
 batch; batch ids go above bit ``3 * max_depth`` so that sorting keeps events contiguous. For a single
-event this equals the official code bit for bit.
+event this equals the official code bit for bit. A batch is still encoded in one pass: the Morton code of
+coordinates below 2^d does not depend on any depth >= d, and the Hilbert transform takes one depth per point.
 """
 
 from __future__ import annotations
@@ -25,12 +27,17 @@ import torch
 ORDERS = ("z", "z-trans", "hilbert", "hilbert-trans")
 
 
+# (shift, mask) steps that move bit i of a 21-bit integer to bit 3i (the "magic numbers" bit interleave)
+_SPREAD3_STEPS = ((32, 0x1F00000000FFFF), (16, 0x1F0000FF0000FF), (8, 0x100F00F00F00F00F),
+                  (4, 0x10C30C30C30C30C3), (2, 0x1249249249249249))
+
+
 def _spread3(v: torch.Tensor, depth: int) -> torch.Tensor:
-    """Put bit i of ``v`` (int64) at bit 3i, for i < depth."""
-    out = torch.zeros_like(v)
-    for i in range(depth):
-        out |= ((v >> i) & 1) << (3 * i)
-    return out
+    """Put bit i of ``v`` (int64) at bit 3i, for i < depth (<= 21)."""
+    v = v & ((1 << depth) - 1)
+    for shift, mask in _SPREAD3_STEPS:
+        v = (v | (v << shift)) & mask
+    return v
 
 
 def _compact3(code: torch.Tensor, depth: int) -> torch.Tensor:
@@ -60,15 +67,24 @@ def _gray_to_binary(g: torch.Tensor) -> torch.Tensor:
     return b
 
 
-def hilbert_encode(grid: torch.Tensor, depth: int) -> torch.Tensor:
-    """Hilbert code (Pointcept/pimm orientation) of (N,3) grid coordinates, ``depth`` bits -> (N,) int64."""
+def hilbert_encode(grid: torch.Tensor, depth) -> torch.Tensor:
+    """Hilbert code (Pointcept/pimm orientation) of (N,3) grid coordinates, ``depth`` bits -> (N,) int64.
+
+    ``depth``: an int, or an (N,) int64 tensor of per-point depths (the events of a batch, each at its own
+    depth: every point gets the code it has encoded alone at its depth)."""
+    per_point = torch.is_tensor(depth)
+    dmax = int(depth.max()) if per_point and depth.numel() else (0 if per_point else depth)
     mask = (1 << depth) - 1
     x = [grid[:, d].long() & mask for d in range(3)]
-    for bit in range(depth):
-        q = 1 << (depth - 1 - bit)
-        p = q - 1
-        if p == 0:
-            break  # the last bit has no lower bits to transform
+    for bit in range(dmax - 1):  # the last bit (q = 1) has no lower bits to transform
+        if per_point:
+            # q = 0 (so p = 0) leaves a point alone: its depth has no bit left with lower bits below it
+            shift = depth - 1 - bit
+            q = torch.where(shift > 0, torch.ones_like(depth) << shift.clamp(min=0), 0)
+            p = (q - 1).clamp(min=0)
+        else:
+            q = 1 << (depth - 1 - bit)
+            p = q - 1
         for d in range(3):
             m = (x[d] & q) != 0
             x[0] = torch.where(m, x[0] ^ p, x[0])
@@ -77,7 +93,7 @@ def hilbert_encode(grid: torch.Tensor, depth: int) -> torch.Tensor:
             t = torch.where(m, torch.zeros_like(x[0]), (x[0] ^ x[d]) & p)
             x[d] = x[d] ^ t
             x[0] = x[0] ^ t
-    gray = z_encode(torch.stack(x, 1), depth)
+    gray = z_encode(torch.stack(x, 1), max(dmax, 1))
     return _gray_to_binary(gray)
 
 
@@ -103,8 +119,10 @@ def hilbert_decode(code: torch.Tensor, depth: int) -> torch.Tensor:
     return torch.stack(x, 1)
 
 
-def encode(grid: torch.Tensor, depth: int, order: str) -> torch.Tensor:
-    """Code of one order name (no batch bits)."""
+def encode(grid: torch.Tensor, depth, order: str) -> torch.Tensor:
+    """Code of one order name (no batch bits); ``depth`` an int or (N,) per-point depths."""
+    if order in ("z", "z-trans"):
+        depth = int(depth.max()) if torch.is_tensor(depth) else depth  # a Morton code is the same at any depth
     if order == "z":
         return z_encode(grid, depth)
     if order == "z-trans":
@@ -139,21 +157,14 @@ def serialize(grid: torch.Tensor, offset: torch.Tensor, orders=("hilbert", "hilb
     if dmax > 16:
         raise ValueError(f"serialization depth {dmax} > 16: grid coordinates up to {int(grid.max())} are too large")
     n = grid.shape[0]
-    codes = []
-    for name in orders:
-        if len(set(depths)) == 1:
-            c = encode(grid, depths[0], name)
-        else:
-            c = torch.empty(n, dtype=torch.long, device=grid.device)
-            start = 0
-            for end, d in zip(offset.tolist(), depths):
-                c[start:end] = encode(grid[start:end], d, name)
-                start = end
-        codes.append(c)
-    code = torch.stack(codes)
+    depth = dmax
     if len(depths) > 1:
-        counts = torch.diff(offset, prepend=offset.new_zeros(1))
-        batch = torch.repeat_interleave(torch.arange(len(depths), device=grid.device), counts.to(grid.device))
+        counts = torch.diff(offset, prepend=offset.new_zeros(1)).to(grid.device)
+        batch = torch.repeat_interleave(torch.arange(len(depths), device=grid.device), counts)
+        if len(set(depths)) > 1:
+            depth = torch.repeat_interleave(torch.tensor(depths, device=grid.device), counts)
+    code = torch.stack([encode(grid, depth, name) for name in orders])
+    if len(depths) > 1:
         code = code | (batch << (3 * dmax))[None]
     order = torch.argsort(code, dim=1)
     inverse = torch.empty_like(order)
