@@ -37,7 +37,7 @@ def test_presets_have_spec_numbers():
     assert small["model"] == "tiny" and small["ssl"]["mask_loss_weight"] == 0.25
 
 
-def test_pretrain_cli_runs_exports_and_refuses(tmp_path, sim_file, capsys):
+def _micro_config(tmp_path) -> tuple[dict, Path]:
     cfg = load_config("cpu-small", "pretrain")
     cfg.pop("model_overrides")
     cfg["model"] = MICRO
@@ -47,6 +47,11 @@ def test_pretrain_cli_runs_exports_and_refuses(tmp_path, sim_file, capsys):
     cfg["train"].update(max_steps=2, log_every=1, progress=False)
     cpath = tmp_path / "micro.yaml"
     cpath.write_text(yaml.safe_dump(cfg))
+    return cfg, cpath
+
+
+def test_pretrain_cli_runs_exports_and_refuses(tmp_path, sim_file, capsys):
+    cfg, cpath = _micro_config(tmp_path)
     run = tmp_path / "run"
     assert main(["pretrain", "--config", str(cpath), "--data", str(sim_file), "--out", str(run), "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -71,3 +76,18 @@ def test_pretrain_cli_runs_exports_and_refuses(tmp_path, sim_file, capsys):
     with pytest.raises(SystemExit) as e:
         main(["pretrain", "--config", str(cpath), "--data", str(sim_file), "--out", str(tmp_path / "r2")])
     assert e.value.code == 2 and "bogus" in capsys.readouterr().err
+
+
+def test_pretrain_reruns_are_identical(tmp_path, sim_file):
+    """The seed fixes the initialisation too: torch starts each process from a random seed (here
+    `torch.seed()`), and a model built before the RNGs were seeded differed in every run."""
+    from larpanda.io import load_model
+
+    _, cpath = _micro_config(tmp_path)
+    backbones = []
+    for name in ("a", "b"):
+        torch.seed()
+        assert main(["pretrain", "--config", str(cpath), "--data", str(sim_file), "--out", str(tmp_path / name),
+                     "--quiet", "--deterministic"]) == 0
+        backbones.append(load_model(tmp_path / name / "backbone").state_dict())
+    assert all(torch.equal(v, backbones[1][k]) for k, v in backbones[0].items())

@@ -66,7 +66,7 @@ def run(args):
     from ..config import apply_overrides, load_config
     from ..errors import UserError
     from ..train import distributed as D
-    from ..train import fit
+    from ..train import fit, seed_all
 
     cfg = apply_overrides(load_config(args.config, "pretrain"), args.overrides)
     cfg.setdefault("train", {})
@@ -77,6 +77,7 @@ def run(args):
     dataset = build_dataset(cfg, args.data, args.skip_bad_events)
     if len(dataset) == 0:
         raise UserError(f"no event in {' '.join(args.data)} has >= {cfg.get('data', {}).get('min_points', MIN_RAW_POINTS)} points")
+    seed_all(int(cfg["train"].get("seed", 0)))
     task = build_task(cfg)
     result = fit(task, dataset, cfg, args.out, resume=args.resume)
     out = Path(args.out)

@@ -11,11 +11,15 @@ from .common import labelled_dataset, load_task_config, make_dataset
 
 
 def task_config(args, kind: str, default: str) -> tuple[dict, int]:
-    """The task config (preset or YAML ``--config``, ``--set`` overrides) and the run's seed."""
+    """The task config (preset or YAML ``--config``, ``--set`` overrides) and the run's seed, with the RNGs
+    seeded by it (the model built next gets the seed's initialisation)."""
+    from ..train import seed_all
+
     cfg = load_task_config(kind, args.config, args.overrides, default=default)
     train = cfg.setdefault("train", {})
     seed = int(args.seed if args.seed is not None else train.get("seed", 0))
     train["seed"] = seed
+    seed_all(seed)
     if args.quiet:
         train["progress"] = False
     return cfg, seed

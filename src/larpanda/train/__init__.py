@@ -2,6 +2,6 @@
 
 from .optim import param_groups
 from .checkpoint import load_checkpoint, save_checkpoint
-from .trainer import fit
+from .trainer import fit, seed_all
 
-__all__ = ["fit", "param_groups", "load_checkpoint", "save_checkpoint"]
+__all__ = ["fit", "seed_all", "param_groups", "load_checkpoint", "save_checkpoint"]

@@ -89,7 +89,9 @@ def train_section(cfg: dict) -> dict:
     return out
 
 
-def _seed_all(seed: int) -> None:
+def seed_all(seed: int) -> None:
+    """Seed python, numpy and torch. The commands call it before they build a model: torch starts every
+    process from a random seed, so a model built unseeded had a different initialisation in every run."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -293,7 +295,7 @@ def _start(task, optimizer, scaler, ckpt: Checkpointer, resume: bool, seed: int,
     else:
         if resume and D.rank() == 0:
             print(f"larpanda: no checkpoint in {ckpt.dir}; starting a new run", file=sys.stderr)
-        _seed_all(seed + D.rank())
+        seed_all(seed + D.rank())
         if D.is_dist():
             for p in list(task.parameters()) + list(task.buffers()):
                 torch.distributed.broadcast(p.data, 0)
