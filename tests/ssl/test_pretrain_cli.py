@@ -35,6 +35,9 @@ def test_presets_have_spec_numbers():
     assert base["model_overrides"]["drop_path"] == 0.3
     small = load_config("cpu-small", "pretrain")
     assert small["model"] == "tiny" and small["ssl"]["mask_loss_weight"] == 0.25
+    long = load_config("cpu-long", "pretrain")  # the cpu-small recipe, ten times the steps
+    assert long["train"]["max_steps"] == 10 * small["train"]["max_steps"]
+    assert {k: v for k, v in long.items() if k != "train"} == {k: v for k, v in small.items() if k != "train"}
 
 
 def _micro_config(tmp_path) -> tuple[dict, Path]:

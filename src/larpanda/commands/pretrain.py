@@ -16,7 +16,7 @@ from ..constants import ENERGY_THRESHOLD_MEV, MIN_RAW_POINTS
 def add_parser(sub):
     p = sub.add_parser("pretrain", help="self-distillation pretraining of the backbone (Sonata/Panda objective)",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default="cpu-small", help="pretrain preset name (panda-base, cpu-small) or YAML path (default cpu-small)")
+    p.add_argument("--config", default="cpu-small", help="pretrain preset name (panda-base, cpu-small, cpu-long) or YAML path (default cpu-small)")
     p.add_argument("--data", nargs="+", required=True, help="PILArNet-M HDF5 files or directories")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V",
