@@ -16,8 +16,8 @@ All routines are vectorized integer ops over N points (int64), no lookup tables:
 Batching (differs from the official code on purpose, see docs/model.md §1.10): the depth
 ``bit_length(max grid_coord + 1)`` is computed PER EVENT, so an event's code is independent of the
 batch; batch ids go above bit ``3 * max_depth`` so that sorting keeps events contiguous. For a single
-event this equals the official code bit for bit. A batch is still encoded in one pass: the Morton code of
-coordinates below 2^d does not depend on any depth >= d, and the Hilbert transform takes one depth per point.
+event this equals the official code bit for bit. A batch is still encoded in one pass: the Morton and Hilbert
+routines take one depth per point.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ _SPREAD3_STEPS = ((32, 0x1F00000000FFFF), (16, 0x1F0000FF0000FF), (8, 0x100F00F0
                   (4, 0x10C30C30C30C30C3), (2, 0x1249249249249249))
 
 
-def _spread3(v: torch.Tensor, depth: int) -> torch.Tensor:
-    """Put bit i of ``v`` (int64) at bit 3i, for i < depth (<= 21)."""
+def _spread3(v: torch.Tensor, depth) -> torch.Tensor:
+    """Put bit i of ``v`` (int64) at bit 3i, for i < depth (<= 21; an int or (N,) per-point depths)."""
     v = v & ((1 << depth) - 1)
     for shift, mask in _SPREAD3_STEPS:
         v = (v | (v << shift)) & mask
@@ -48,8 +48,9 @@ def _compact3(code: torch.Tensor, depth: int) -> torch.Tensor:
     return out
 
 
-def z_encode(grid: torch.Tensor, depth: int) -> torch.Tensor:
-    """Morton code of (N,3) int64 grid coordinates with ``depth`` bits per axis -> (N,) int64."""
+def z_encode(grid: torch.Tensor, depth) -> torch.Tensor:
+    """Morton code of (N,3) int64 grid coordinates with ``depth`` bits per axis (an int or (N,) per-point
+    depths) -> (N,) int64."""
     g = grid.long()
     return (_spread3(g[:, 0], depth) << 2) | (_spread3(g[:, 1], depth) << 1) | _spread3(g[:, 2], depth)
 
@@ -73,7 +74,7 @@ def hilbert_encode(grid: torch.Tensor, depth) -> torch.Tensor:
     ``depth``: an int, or an (N,) int64 tensor of per-point depths (the events of a batch, each at its own
     depth: every point gets the code it has encoded alone at its depth)."""
     per_point = torch.is_tensor(depth)
-    dmax = int(depth.max()) if per_point and depth.numel() else (0 if per_point else depth)
+    dmax = (int(depth.max()) if depth.numel() else 0) if per_point else depth
     mask = (1 << depth) - 1
     x = [grid[:, d].long() & mask for d in range(3)]
     for bit in range(dmax - 1):  # the last bit (q = 1) has no lower bits to transform
@@ -93,7 +94,7 @@ def hilbert_encode(grid: torch.Tensor, depth) -> torch.Tensor:
             t = torch.where(m, torch.zeros_like(x[0]), (x[0] ^ x[d]) & p)
             x[d] = x[d] ^ t
             x[0] = x[0] ^ t
-    gray = z_encode(torch.stack(x, 1), max(dmax, 1))
+    gray = z_encode(torch.stack(x, 1), depth)
     return _gray_to_binary(gray)
 
 
@@ -121,8 +122,6 @@ def hilbert_decode(code: torch.Tensor, depth: int) -> torch.Tensor:
 
 def encode(grid: torch.Tensor, depth, order: str) -> torch.Tensor:
     """Code of one order name (no batch bits); ``depth`` an int or (N,) per-point depths."""
-    if order in ("z", "z-trans"):
-        depth = int(depth.max()) if torch.is_tensor(depth) else depth  # a Morton code is the same at any depth
     if order == "z":
         return z_encode(grid, depth)
     if order == "z-trans":
