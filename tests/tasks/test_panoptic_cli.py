@@ -126,3 +126,22 @@ def test_graph_head_train_evaluate_predict(tmp_path, fixture_pilarnet_event, lev
     assert main(["predict", "--weights", str(run), "--data", str(data), "--out", str(pred), "--quiet"]) == 0
     with h5py.File(pred, "r") as f:
         assert f["instance"][0].shape == (len(fixture_pilarnet_event),)
+
+
+def test_cpu_long_budget_is_the_graph_recipe(tmp_path, fixture_pilarnet_event):
+    """``--config cpu-long`` (the hour-on-2-cores budget of every task) trains the graph head with the graph
+    recipe's schedule, without ``--head``; ``--head mask`` still overrides the preset's head."""
+    from larpanda.data.pilarnet import write_events
+    from larpanda.tasks.common import load_task_config
+
+    long, graph = (load_task_config("panoptic", name, default="particle") for name in ("cpu-long", "graph"))
+    assert long == graph and long["head"] == "graph" and long["train"]["max_steps"] == 4000
+    data = tmp_path / "one.h5"
+    write_events(data, [fixture_pilarnet_event])
+    common = ["--mode", "scratch", "--level", "particle", "--data", str(data), "--quiet", "--config", "cpu-long",
+              "--set", "model.preset=tiny", "--set", "train.min_steps=2", "--set", "train.max_steps=2",
+              "--set", "train.eval_every=2", "--set", "graph.hidden=16"]
+    for head, run in ((None, tmp_path / "g"), ("mask", tmp_path / "m")):
+        assert main(["train", "panoptic", "--out", str(run)] + (["--head", head] if head else []) + common) == 0
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["run"]["head"] == (head or "graph") and summary["fit"]["step"] == 2
