@@ -43,6 +43,9 @@ def test_split_glob_and_index_from_points_npy(root, monkeypatch):
     assert list(zip(ds.file_ids.tolist(), ds.rows.tolist())) == [(0, 0), (0, 2), (1, 0), (1, 2), (2, 0)]
     assert len(PILArNetDataset(root, split="train", max_events=2)) == 2
     assert len(PILArNetDataset(root, split="train", min_points=0)) == 7
+    # each kept event's raw size, across files and after a reordering subset, still without reading events
+    assert ds.raw_point_counts().tolist() == [1100, 1300, 1024, 2000, 2000]
+    assert ds.subset([4, 1]).raw_point_counts().tolist() == [2000, 1300]
 
 
 def test_item_is_cut_and_transformed(root):

@@ -57,9 +57,9 @@ def test_train_evaluate_predict(tmp_path, fixture_pilarnet_event, capsys):
         assert f["instance"][0].shape == (len(ev),)
 
 
-def test_decoder_mode_cpu_preset_caches_frozen_features(tmp_path, fixture_pilarnet_event, monkeypatch, capsys):
+def test_decoder_mode_cpu_preset_caches_frozen_features(tmp_path, fixture_pilarnet_event, monkeypatch, capsys, caplog):
     """``--config cpu`` (data.cache_features, no augmentation): the frozen backbone runs once per training
-    event, not once per step; with augmentation the cache is refused."""
+    event, not once per step, unless the cache would not fit in memory; with augmentation it is refused."""
     import pytest
     import torch
 
@@ -84,6 +84,17 @@ def test_decoder_mode_cpu_preset_caches_frozen_features(tmp_path, fixture_pilarn
             "--set", "train.batch_size=1", "--set", "decoder.hidden_channels=32", "--set", "decoder.num_heads=4"]
     assert main(argv + ["--out", str(tmp_path / "run")]) == 0
     assert calls.count(True) == 1  # 3 steps over the same event: one backbone pass
+    # a cache that would not fit in memory: a warning, and the backbone runs at every step instead
+    need = len(fixture_pilarnet_event.point) * sum(io.build_model("tiny").kwargs["enc_channels"]) * 2
+    monkeypatch.setattr("larpanda.io.memory.available_bytes", lambda device="cpu": need)  # 0.8 x this < need
+    calls.clear()
+    with caplog.at_level("WARNING", logger="larpanda.train"):
+        assert main(argv + ["--out", str(tmp_path / "run_nomem")]) == 0
+    assert calls.count(True) == 3 and "training without it" in caplog.text
+    monkeypatch.setattr("larpanda.io.memory.available_bytes", lambda device="cpu": int(need / 0.8) + 1)
+    calls.clear()
+    assert main(argv + ["--out", str(tmp_path / "run_fits")]) == 0
+    assert calls.count(True) == 1
     with pytest.raises(SystemExit) as exc:
         main(argv + ["--out", str(tmp_path / "run2"), "--set", "data.augment={flip: {axes: [0], p: 0.5}}"])
     assert exc.value.code == 2 and "cache_features" in capsys.readouterr().err

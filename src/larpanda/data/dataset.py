@@ -160,6 +160,11 @@ class PILArNetDataset(torch.utils.data.Dataset):
         sub._handles, sub._versions, sub._pid = {}, {}, os.getpid()
         return sub
 
+    def raw_point_counts(self) -> np.ndarray:
+        """(len,) int64: each event's points before the energy cut, from the files' point index (no event read)."""
+        index = [pilarnet.read_points_index(f) for f in self.files]
+        return np.array([index[k][r] for k, r in zip(self.file_ids, self.rows)], np.int64)
+
     # ---------------------------------------------------------------- file handles (per process)
     def _file(self, k: int):
         from h5py import h5t

@@ -422,7 +422,7 @@ def level_config(cfg: dict, level: str) -> dict:
 
 def run_train(args) -> dict:
     """``larpanda train panoptic``: label subset → fit → ``OUT/weights`` + ``OUT/val_metrics.json``."""
-    from .runs import run_datasets, task_config, train_and_save
+    from .runs import feature_cache_fits, run_datasets, task_config, train_and_save
 
     if getattr(args, "head", None) == "graph" and not args.config:
         args.config = "graph"  # the graph head's CPU recipe (configs/panoptic/graph.yaml)
@@ -436,7 +436,8 @@ def run_train(args) -> dict:
     if data_cfg.get("cache_features") and args.mode == "decoder":
         if data_cfg.get("augment"):
             raise UserError("data.cache_features needs data.augment: null (augmented events change the features)")
-        model.enable_feature_cache()  # each training event's frozen features once, reused every epoch
+        if feature_cache_fits(model, train_set):
+            model.enable_feature_cache()  # each training event's frozen features once, reused every epoch
     cfg["run"] = {"task": "panoptic", "level": args.level, "mode": args.mode, "head": model.head, "label_fraction": float(args.label_fraction),
                   "labelled_events": len(train_set), "available_events": len(full), "weights": args.weights, "seed": seed}
     return train_and_save(model, cfg, args, train_set, val_set, evaluate_model, ("f1", "ari", "pq", "matched_iou"))

@@ -4,10 +4,13 @@ the labelled subset and the validation set, `larpanda.train.fit` with validation
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ..atomic import atomic_write_json
 from .common import labelled_dataset, load_task_config, make_dataset
+
+log = logging.getLogger("larpanda.train")
 
 
 def task_config(args, kind: str, default: str) -> tuple[dict, int]:
@@ -66,3 +69,24 @@ def train_and_save(model, cfg: dict, args, train_set, val_set, evaluate, val_key
         summary["val"] = {k: metrics[k] for k in val_keys if k in metrics}
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def feature_cache_fits(model, dataset, fraction: float = 0.8) -> bool:
+    """Whether the panoptic decoder-mode feature cache of ``dataset`` (`PanopticModel.enable_feature_cache`)
+    fits in ``fraction`` of the available memory.
+
+    Its size is bounded by the raw points (before the energy cut) × sum(enc_channels) × 2 bytes (fp16): on the
+    fixed benchmark's 2,000 training events that bound is 7.1 GB, and the `cpu-long` run peaked at 10.0 GB
+    (docs/benchmarks.md "The `cpu-long` preset"). When it does not fit, a warning says so and training runs
+    without the cache (every step computes the frozen features again: slower) instead of being killed for
+    memory during the first epoch."""
+    from ..io.memory import available_bytes
+
+    need = float(dataset.raw_point_counts().sum()) * sum(model.backbone.kwargs["enc_channels"]) * 2
+    avail = available_bytes("cpu")
+    if avail is None or need <= fraction * avail:
+        return True
+    log.warning("the feature cache of %d training events needs up to %.1f GB and %.1f GB of memory is available: "
+                "training without it (slower; --set data.cache_features=false silences this)",
+                len(dataset), need / 1e9, avail / 1e9)
+    return False
