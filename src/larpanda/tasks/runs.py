@@ -71,17 +71,18 @@ def train_and_save(model, cfg: dict, args, train_set, val_set, evaluate, val_key
     return summary
 
 
-def feature_cache_fits(model, dataset, fraction: float = 0.8) -> bool:
+def feature_cache_fits(model, dataset, fraction: float | None = None) -> bool:
     """Whether the panoptic decoder-mode feature cache of ``dataset`` (`PanopticModel.enable_feature_cache`)
-    fits in ``fraction`` of the available memory.
+    fits in ``fraction`` of the available memory (default: the inference guard's `io.memory.DEFAULT_FRACTION`).
 
     Its size is bounded by the raw points (before the energy cut) × sum(enc_channels) × 2 bytes (fp16): on the
     fixed benchmark's 2,000 training events that bound is 7.1 GB, and the `cpu-long` run peaked at 10.0 GB
     (docs/benchmarks.md "The `cpu-long` preset"). When it does not fit, a warning says so and training runs
     without the cache (every step computes the frozen features again: slower) instead of being killed for
     memory during the first epoch."""
-    from ..io.memory import available_bytes
+    from ..io.memory import DEFAULT_FRACTION, available_bytes
 
+    fraction = DEFAULT_FRACTION if fraction is None else fraction
     need = float(dataset.raw_point_counts().sum()) * sum(model.backbone.kwargs["enc_channels"]) * 2
     avail = available_bytes("cpu")
     if avail is None or need <= fraction * avail:
