@@ -3,7 +3,8 @@
 
 Written atomically (temp file, fsync, rename) and read back with ``torch.load(weights_only=True)``, so a
 checkpoint can never run code. ``last.pt`` holds the model (incl. an EMA teacher), optimizer, grad scaler,
-step counters, the best-so-far record and every rank's python/numpy/torch RNG state.
+step counters, the best-so-far record, every rank's python/numpy/torch RNG state and, with
+``train.ema_decay``, the moving average of the weights (``ema``).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Checkpointer:
         self.keep_every = int(keep_every or 0)
         self.main = D.rank() == 0
 
-    def save(self, task, optimizer, scaler, counters: dict, total: int, global_batch: int) -> None:
+    def save(self, task, optimizer, scaler, counters: dict, total: int, global_batch: int, ema=None) -> None:
         """``last.pt`` (and ``step_<k>.pt`` every ``keep_every`` steps); a collective call on every rank."""
         rngs = D.all_gather_object(rng_state())
         if not self.main:
@@ -87,12 +88,15 @@ class Checkpointer:
         }
         if hasattr(task, "extra_state"):
             state["extra"] = task.extra_state()
+        if ema is not None:
+            state["ema"] = ema.state_dict()
         save_checkpoint(self.last, state)
         if self.keep_every and counters["step"] % self.keep_every == 0:
             save_checkpoint(self.dir / f"step_{counters['step']}.pt", state)
 
-    def restore(self, task, optimizer, scaler, total: int, global_batch: int) -> dict:
-        """Load ``last.pt`` into the task, optimizer and scaler, set this rank's RNGs; returns the counters."""
+    def restore(self, task, optimizer, scaler, total: int, global_batch: int, ema=None) -> dict:
+        """Load ``last.pt`` into the task, optimizer, scaler (and the weight average ``ema``, a
+        `larpanda.train.ema.WeightEMA`), set this rank's RNGs; returns the counters."""
         ck = load_checkpoint(self.last)
         if ck.get("format") != CKPT_FORMAT:
             raise UserError(f"{self.last}: unknown checkpoint format {ck.get('format')!r}")
@@ -106,6 +110,10 @@ class Checkpointer:
         scaler.load_state_dict(ck["scaler"])
         if hasattr(task, "load_extra_state") and "extra" in ck:
             task.load_extra_state(ck["extra"])
+        if ema is not None:
+            if "ema" not in ck:
+                raise UserError(f"{self.last}: the run was started without train.ema_decay; resume with the same config")
+            ema.load_state_dict(ck["ema"])
         rngs = ck["rng"]
         set_rng_state(rngs[D.rank()] if len(rngs) == D.world_size() else rngs[0])
         return {**ck["counters"], "step": int(ck["step"]), "micro": int(ck["micro"])}

@@ -15,7 +15,8 @@ micro-batches (autocast on CUDA) → if any loss is non-finite on any rank: no u
 
 Validation (``eval_fn(task, val_dataset) -> dict``) runs every ``eval_every`` steps and at the end. With
 ``select_metric`` the model of the best evaluation is kept in ``checkpoints/best.pt`` and loaded back into
-the task when training ends; with ``patience`` training stops after that many evaluations in a row without
+the task when training ends; with ``ema_decay`` it is the moving average of the weights (`larpanda.train.ema`)
+that is validated, kept and returned; with ``patience`` training stops after that many evaluations in a row without
 improvement. The data stream (`larpanda.train.data`), checkpoints (`larpanda.train.checkpoint`) and the log
 (`larpanda.train.runlog`) make a resumed run identical to an uninterrupted one.
 """
@@ -41,6 +42,7 @@ from . import optim as O
 from . import schedules as S
 from .checkpoint import Checkpointer, load_checkpoint, save_checkpoint
 from .data import batch_stream, num_events, to_device
+from .ema import WeightEMA
 from .runlog import RunLog
 
 __all__ = ["fit", "load_checkpoint", "save_checkpoint", "train_section", "DEFAULTS"]
@@ -73,6 +75,7 @@ DEFAULTS = {
     "num_workers": 0,
     "shuffle": True,
     "max_nonfinite": 5,
+    "ema_decay": 0.0,  # > 0: validate, keep and return the moving average of the weights (train/ema.py); 0: off
     "deterministic": False,
     "progress": None,  # None: on when stderr is a TTY
     "tensorboard": False,
@@ -236,8 +239,10 @@ def optimizer_step(task, optimizer, scaler, stream, t: int, tcfg, device, counte
 class _Validation:
     """Evaluates on the validation set (rank 0), logs it, keeps the best model and decides early stopping."""
 
-    def __init__(self, task, tcfg, val_dataset, eval_fn, ckpt: Checkpointer, log: RunLog, counters: dict):
+    def __init__(self, task, tcfg, val_dataset, eval_fn, ckpt: Checkpointer, log: RunLog, counters: dict,
+                 ema: WeightEMA | None = None):
         self.task, self.val_dataset, self.eval_fn, self.ckpt, self.log = task, val_dataset, eval_fn, ckpt, log
+        self.ema = ema
         self.metric, self.patience = tcfg["select_metric"], int(tcfg["patience"] or 0)
         self.counters, self.last = counters, {}
         counters.setdefault("best_value", None)
@@ -254,24 +259,31 @@ class _Validation:
             return False
         c, stop = self.counters, False
         if D.rank() == 0:
-            self.task.eval()
-            with torch.no_grad():
-                self.last = {k: float(v) for k, v in dict(self.eval_fn(self.task, self.val_dataset)).items()}
-            self.task.train()
-            self.log.write({"step": step, "split": "val", **self.last})
-            if self.metric:
-                value = self.last.get(self.metric)
-                if value is None:
-                    raise UserError(f"train.select_metric {self.metric!r} is not among the validation metrics "
-                                    f"({', '.join(sorted(self.last))})")
-                if c["best_value"] is None or value > c["best_value"]:
-                    c["best_value"], c["best_step"], c["evals_since_best"] = value, step, 0
-                    self.ckpt.save_best(self.task, step, self.metric, value)
-                else:
-                    c["evals_since_best"] += 1
-                stop = bool(self.patience and c["evals_since_best"] >= self.patience)
+            with self.ema.swapped_in(self.task) if self.ema else contextlib.nullcontext():
+                stop = self._evaluate(step)
         D.barrier()
         return D.any_flag(stop)
+
+    def _evaluate(self, step: int) -> bool:
+        """Rank 0: evaluate the task as it stands, log it, keep it when best; True when patience is spent."""
+        c = self.counters
+        self.task.eval()
+        with torch.no_grad():
+            self.last = {k: float(v) for k, v in dict(self.eval_fn(self.task, self.val_dataset)).items()}
+        self.task.train()
+        self.log.write({"step": step, "split": "val", **self.last})
+        if not self.metric:
+            return False
+        value = self.last.get(self.metric)
+        if value is None:
+            raise UserError(f"train.select_metric {self.metric!r} is not among the validation metrics "
+                            f"({', '.join(sorted(self.last))})")
+        if c["best_value"] is None or value > c["best_value"]:
+            c["best_value"], c["best_step"], c["evals_since_best"] = value, step, 0
+            self.ckpt.save_best(self.task, step, self.metric, value)
+        else:
+            c["evals_since_best"] += 1
+        return bool(self.patience and c["evals_since_best"] >= self.patience)
 
     def restore_best(self) -> dict | None:
         """Load the best model into the task (every rank) when one was kept; returns its record."""
@@ -286,12 +298,14 @@ def _set_deterministic() -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def _start(task, optimizer, scaler, ckpt: Checkpointer, resume: bool, seed: int, total: int, global_batch: int) -> dict:
-    """The run's counters: restored from ``last.pt`` when resuming, else fresh (RNGs seeded, every rank
-    starting from rank 0's parameters)."""
+def _start(task, optimizer, scaler, ckpt: Checkpointer, resume: bool, seed: int, total: int, global_batch: int,
+           ema_decay: float = 0.0) -> tuple[dict, WeightEMA | None]:
+    """The run's counters and weight average (None without ``ema_decay``): restored from ``last.pt`` when
+    resuming, else fresh (RNGs seeded, every rank starting from rank 0's parameters)."""
     counters = {"step": 0, "micro": 0, "nonfinite_total": 0, "nonfinite_run": 0, "amp_skipped": 0}
     if resume and ckpt.last.exists():
-        counters.update(ckpt.restore(task, optimizer, scaler, total, global_batch))
+        ema = WeightEMA(task, ema_decay) if ema_decay else None
+        counters.update(ckpt.restore(task, optimizer, scaler, total, global_batch, ema))
     else:
         if resume and D.rank() == 0:
             print(f"larpanda: no checkpoint in {ckpt.dir}; starting a new run", file=sys.stderr)
@@ -299,8 +313,9 @@ def _start(task, optimizer, scaler, ckpt: Checkpointer, resume: bool, seed: int,
         if D.is_dist():
             for p in list(task.parameters()) + list(task.buffers()):
                 torch.distributed.broadcast(p.data, 0)
+        ema = WeightEMA(task, ema_decay) if ema_decay else None
     counters["total"] = total
-    return counters
+    return counters, ema
 
 
 def _check_nonfinite(log: RunLog, counters: dict, tcfg, epoch: int, t: int) -> None:
@@ -337,14 +352,14 @@ def fit(task, dataset, cfg: dict, out_dir, resume: bool = False, val_dataset=Non
     optimizer = _optimizer(task, tcfg)
     sched = _Schedules(tcfg, total)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and str(tcfg["amp"]).lower() in ("fp16", "float16", "half"))
-    counters = _start(task, optimizer, scaler, ckpt, resume, seed, total, bs * world)
+    counters, ema = _start(task, optimizer, scaler, ckpt, resume, seed, total, bs * world, float(tcfg["ema_decay"] or 0.0))
 
     stream = batch_stream(dataset, bs, seed, counters["micro"], getattr(task, "collate_fn", None),
                           shuffle=bool(tcfg["shuffle"]), num_workers=int(tcfg["num_workers"]), rank=D.rank(),
                           world=world, pin_memory=device.type == "cuda")
     log = RunLog(out_dir, cfg, tcfg, D.rank() == 0, counters["step"], total)
-    validate = _Validation(task, tcfg, val_dataset, eval_fn, ckpt, log, counters)
-    save = lambda: ckpt.save(task, optimizer, scaler, counters, total, bs * world)  # noqa: E731
+    validate = _Validation(task, tcfg, val_dataset, eval_fn, ckpt, log, counters, ema)
+    save = lambda: ckpt.save(task, optimizer, scaler, counters, total, bs * world, ema)  # noqa: E731
     task.train()
     loss_val, logs, interrupted, stopped_early = float("nan"), {}, False, False
     t_start, ev_total, steps_run = time.perf_counter(), 0, 0
@@ -368,6 +383,8 @@ def fit(task, dataset, cfg: dict, out_dir, resume: bool = False, val_dataset=Non
                 if rec.get("nonfinite"):
                     _check_nonfinite(log, counters, tcfg, rec["epoch"], t)
                 else:
+                    if ema is not None:
+                        ema.update(task)
                     loss_val, logs = rec["loss"], {k: v for k, v in rec.items() if k not in ("epoch", "loss", "grad_norm", "amp_overflow")}
                 if done % int(tcfg["log_every"]) == 0 or done == total or done == 1 or rec.get("nonfinite"):
                     log.write({"step": done, "epoch": rec["epoch"], "lr": float(sched.base_lr * sched.lr_f[t]),
@@ -388,6 +405,8 @@ def fit(task, dataset, cfg: dict, out_dir, resume: bool = False, val_dataset=Non
     finally:
         log.close()
     best = None if interrupted else validate.restore_best()
+    if best is None and ema is not None and not interrupted:
+        ema.copy_to(task)
     wall = max(time.perf_counter() - t_start, 1e-9)
     return {"step": counters["step"], "total_steps": total, "loss": loss_val, "logs": logs, "interrupted": interrupted,
             "stopped_early": stopped_early, "best": best, "nonfinite": counters["nonfinite_total"],
