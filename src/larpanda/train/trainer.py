@@ -257,7 +257,7 @@ class _Validation:
         """Evaluate at ``step``; True when training should stop (patience exhausted, same on every rank)."""
         if not self.enabled:
             return False
-        c, stop = self.counters, False
+        stop = False
         if D.rank() == 0:
             with self.ema.swapped_in(self.task) if self.ema else contextlib.nullcontext():
                 stop = self._evaluate(step)
@@ -352,7 +352,8 @@ def fit(task, dataset, cfg: dict, out_dir, resume: bool = False, val_dataset=Non
     optimizer = _optimizer(task, tcfg)
     sched = _Schedules(tcfg, total)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and str(tcfg["amp"]).lower() in ("fp16", "float16", "half"))
-    counters, ema = _start(task, optimizer, scaler, ckpt, resume, seed, total, bs * world, float(tcfg["ema_decay"] or 0.0))
+    counters, ema = _start(task, optimizer, scaler, ckpt, resume, seed, total, bs * world,
+                           float(tcfg["ema_decay"] or 0.0))
 
     stream = batch_stream(dataset, bs, seed, counters["micro"], getattr(task, "collate_fn", None),
                           shuffle=bool(tcfg["shuffle"]), num_workers=int(tcfg["num_workers"]), rank=D.rank(),
