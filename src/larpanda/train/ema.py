@@ -3,8 +3,9 @@
 After every applied optimizer update ``shadow ← d·shadow + (1 − d)·current`` over the task's
 floating-point state: parameters and floating buffers (BatchNorm running statistics, which thus follow the
 averaged weights). The decay warms up as ``d_t = min(decay, (1 + t) / (10 + t))`` for the t-th update, so
-early averages are not dominated by the random initialisation (timm's ``ModelEmaV3`` warm-up). Integer
-buffers (``num_batches_tracked``) are not averaged.
+early averages are not dominated by the random initialisation (docs/design.md §2.4). Integer buffers
+(``num_batches_tracked``) are not averaged. Its effect on the `cpu-long` recipes, measured: docs/benchmarks.md
+"A moving average of the weights (E1)".
 
 This is the supervised recipe's weight averaging (Polyak averaging), not the SSL teacher of
 `larpanda.ssl.sonata`, whose momentum follows its own schedule inside the task.
@@ -41,11 +42,14 @@ class WeightEMA:
         self.updates += 1
 
     @torch.no_grad()
-    def copy_to(self, module: torch.nn.Module) -> None:
-        """Overwrite ``module``'s floating-point state with the average."""
+    def _assign(self, module: torch.nn.Module, tensors: dict) -> None:
         state = module.state_dict()
         for k in self.names:
-            state[k].copy_(self.shadow[k])
+            state[k].copy_(tensors[k])
+
+    def copy_to(self, module: torch.nn.Module) -> None:
+        """Overwrite ``module``'s floating-point state with the average."""
+        self._assign(module, self.shadow)
 
     @contextlib.contextmanager
     def swapped_in(self, module: torch.nn.Module):
@@ -56,9 +60,7 @@ class WeightEMA:
         try:
             yield module
         finally:
-            with torch.no_grad():
-                for k in self.names:
-                    state[k].copy_(own[k])
+            self._assign(module, own)
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "updates": self.updates, "shadow": dict(self.shadow)}

@@ -15,9 +15,9 @@ micro-batches (autocast on CUDA) → if any loss is non-finite on any rank: no u
 
 Validation (``eval_fn(task, val_dataset) -> dict``) runs every ``eval_every`` steps and at the end. With
 ``select_metric`` the model of the best evaluation is kept in ``checkpoints/best.pt`` and loaded back into
-the task when training ends; with ``ema_decay`` it is the moving average of the weights (`larpanda.train.ema`)
-that is validated, kept and returned; with ``patience`` training stops after that many evaluations in a row without
-improvement. The data stream (`larpanda.train.data`), checkpoints (`larpanda.train.checkpoint`) and the log
+the task when training ends; with ``ema_decay`` it is the moving average of the weights
+(`larpanda.train.ema`) that is validated, kept and returned; with ``patience`` training stops after that
+many evaluations in a row without improvement. The data stream (`larpanda.train.data`), checkpoints (`larpanda.train.checkpoint`) and the log
 (`larpanda.train.runlog`) make a resumed run identical to an uninterrupted one.
 """
 
